@@ -1,0 +1,41 @@
+# ssah: `make run` runs the demo on the toy world, `make test` runs the tests.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install run test lint format bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z]+:.*##' Makefile | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || (echo "error: $(PY) not found; install Python 3.11 or run make PY=python3" && exit 1)
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv: torch 2.13.0 (CPU) first, then ssah editable with dev tools
+
+run: $(STAMP)  ## the demo: build the toy world if needed, paper in miniature, report.md
+	$(BIN)/python -m ssah.demo
+
+test: $(STAMP)  ## all tests, distributed ones included (CPU, gloo)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)  ## ruff check + format check
+	$(BIN)/ruff check ssah tests
+	$(BIN)/ruff format --check ssah tests
+
+format: $(STAMP)  ## ruff format + autofix
+	$(BIN)/ruff format ssah tests
+	$(BIN)/ruff check --fix ssah tests
+
+bench: $(STAMP)  ## benchmarks -> outputs/bench/*.json
+	$(BIN)/python -m ssah.bench
+
+clean:  ## remove caches and outputs (keeps .venv)
+	rm -rf outputs/* .pytest_cache .ruff_cache wandb
+	touch outputs/.gitkeep

@@ -1,0 +1,68 @@
+"""Thin glue every stage shares: Hydra entry, resolvers, one-line errors, the run dir."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ssah.errors import SsahError
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def register_resolvers() -> None:
+    """`${toy:aligned}` builds (once, cached) and returns the toy checkpoint dir."""
+    if not OmegaConf.has_resolver("toy"):
+        OmegaConf.register_new_resolver("toy", _toy_path)
+
+
+def _toy_path(which: str, *, _root_: DictConfig) -> str:
+    from ssah.toy.world import ensure_toy  # heavy imports only when a toy path is read
+
+    return str(ensure_toy(_root_.toy).path(which))
+
+
+def run_dir() -> Path:
+    """This job's Hydra output dir (falls back to cwd outside Hydra)."""
+    try:
+        return Path(HydraConfig.get().runtime.output_dir)
+    except ValueError:
+        return Path.cwd()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one clear line and exit non-zero."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
+    """Decorate a stage body `fn(cfg)` into a Hydra app with one-line errors."""
+
+    def deco(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
+        @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
+        @functools.wraps(fn)
+        def main(cfg: DictConfig) -> Any:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            try:
+                return fn(cfg)
+            except SsahError as e:
+                fail(str(e))
+            except OmegaConfBaseException as e:
+                fail(f"invalid config: {str(e).splitlines()[0]}")
+
+        return main
+
+    return deco
+
+
+register_resolvers()

@@ -1,0 +1,1 @@
+"""Data: chat formatting, prompt-masked examples, datamodules and calibration sets."""

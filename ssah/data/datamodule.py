@@ -1,0 +1,91 @@
+"""LightningDataModule for chat fine-tuning: template, prompt-masked labels, seeded split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from ssah.data.chat import collate, encode_example
+from ssah.data.records import load_records
+from ssah.errors import SsahError
+
+
+@dataclass
+class TaskConfig:
+    """conf/task/*.yaml: a prompt/response dataset for fine-tuning."""
+
+    name: str
+    source: str
+    split: str = "train"
+    columns: dict[str, str] | None = None  # source column -> prompt/response
+    subset: str | None = None
+    system_prompt: str | None = None
+    limit: int | None = None
+    max_length: int = 512
+    batch_size: int = 8
+    val_fraction: float = 0.05
+    seed: int = 0
+    kind: str = "benign"  # benign | harmful | alignment: for reports
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise SsahError(f"task.val_fraction={self.val_fraction} must be in [0, 1).")
+        if self.batch_size < 1:
+            raise SsahError(f"task.batch_size={self.batch_size} must be >= 1.")
+
+
+class ChatDataModule(pl.LightningDataModule):
+    """Encodes every record once; train/val split is a seeded permutation."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, task: TaskConfig) -> None:
+        super().__init__()
+        self.tok = tokenizer
+        self.task = task
+        self.train_rows: list[dict[str, list[int]]] = []
+        self.val_rows: list[dict[str, list[int]]] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_rows:
+            return
+        t = self.task
+        ds = load_records(t.source, t.split, t.columns, t.limit, t.subset)
+        for col in ("prompt", "response"):
+            if col not in ds.column_names:
+                raise SsahError(
+                    f"task {t.name!r}: data has no {col!r} column (has {ds.column_names}); "
+                    "map it with task.columns."
+                )
+        rows = [
+            encode_example(
+                self.tok, r["prompt"], r["response"], r.get("system") or t.system_prompt,
+                t.max_length,
+            )
+            for r in ds
+        ]
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(t.seed))
+        n_val = int(round(len(rows) * t.val_fraction))
+        self.val_rows = [rows[i] for i in order[:n_val].tolist()]
+        self.train_rows = [rows[i] for i in order[n_val:].tolist()]
+
+    def _loader(self, rows: list[dict[str, list[int]]], shuffle: bool) -> DataLoader:
+        return DataLoader(
+            rows,
+            batch_size=self.task.batch_size,
+            shuffle=shuffle,
+            collate_fn=partial(collate, pad_id=self.tok.pad_token_id),
+            generator=torch.Generator().manual_seed(self.task.seed) if shuffle else None,
+            drop_last=shuffle and len(rows) >= self.task.batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_rows, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_rows, shuffle=False)

@@ -1,0 +1,1 @@
+"""Evaluation: generation, attack suites, judges, utility metrics (see suite.run_suite)."""

@@ -1,0 +1,91 @@
+"""Load any Hugging Face causal LM and its tokenizer; nothing else in ssah loads weights.
+
+The toy model is an ordinary local checkpoint and goes through exactly this path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import PreTrainedTokenizerBase
+
+from ssah.errors import SsahError
+
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+@dataclass
+class ModelConfig:
+    """conf/model/*.yaml: which checkpoint, in which dtype, with which attention kernel."""
+
+    name_or_path: str
+    dtype: str = "float32"
+    attn_implementation: str | None = "sdpa"
+    trust_remote_code: bool = False
+    revision: str | None = None
+    family: str = "llama"  # free text, for reports
+
+
+def _check_source(name_or_path: str) -> None:
+    """Fail early on a local path that does not exist, instead of a hub lookup traceback."""
+    looks_local = name_or_path.startswith(("/", ".", "~")) or Path(name_or_path).exists()
+    if looks_local and not (Path(name_or_path).expanduser() / "config.json").is_file():
+        raise SsahError(
+            f"model.name_or_path={name_or_path!r} is not a model directory (no config.json); "
+            "give a local HF checkpoint dir or a hub id."
+        )
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """Map a dtype name from config to torch."""
+    if name not in DTYPES:
+        raise SsahError(f"model.dtype={name!r} is unknown; use one of {sorted(DTYPES)}.")
+    return DTYPES[name]
+
+
+def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    """Tokenizer with a pad token (EOS when the model has none)."""
+    _check_source(cfg.name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(
+            cfg.name_or_path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision
+        )
+    except OSError as e:
+        raise SsahError(f"cannot load tokenizer {cfg.name_or_path!r}: {_first_line(e)}") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig) -> PreTrainedModel:
+    """Causal LM from safetensors, in cfg.dtype, eval mode."""
+    _check_source(cfg.name_or_path)
+    kwargs = {}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path,
+            dtype=torch_dtype(cfg.dtype),
+            trust_remote_code=cfg.trust_remote_code,
+            revision=cfg.revision,
+            use_safetensors=True,
+            **kwargs,
+        )
+    except OSError as e:
+        raise SsahError(f"cannot load model {cfg.name_or_path!r}: {_first_line(e)}") from None
+    return model.eval()
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

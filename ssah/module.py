@@ -1,0 +1,92 @@
+"""The LightningModule that wraps a Hugging Face causal LM: loss, logging, optimizer."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from transformers import PreTrainedModel, get_scheduler
+
+from ssah.errors import SsahError
+
+NO_DECAY = ("bias", "norm", "embed_tokens")
+
+
+@dataclass
+class OptimConfig:
+    """conf/optim/*.yaml: AdamW with warmup and a schedule."""
+
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    scheduler: str = "cosine"  # any transformers.get_scheduler name
+    decay_norms_and_biases: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise SsahError(f"optim.lr={self.lr} must be > 0.")
+        if self.weight_decay < 0:
+            raise SsahError(f"optim.weight_decay={self.weight_decay} must be >= 0.")
+        if self.warmup_steps < 0:
+            raise SsahError(f"optim.warmup_steps={self.warmup_steps} must be >= 0.")
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+
+class CausalLMModule(pl.LightningModule):
+    """Next-token loss on response tokens (labels are -100 on prompt and padding)."""
+
+    def __init__(self, model: PreTrainedModel, optim: OptimConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.optim = optim
+
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        return self.model(**batch).loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self(**batch)
+        if not torch.isfinite(loss):
+            raise SsahError(
+                f"training loss became {loss.item()} at step {self.global_step}; "
+                "lower optim.lr or use trainer.gradient_clip_val."
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        loss = self(**batch)
+        self.log("val/loss", loss, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+
+    def configure_optimizers(self):  # noqa: ANN201 (Lightning's union type)
+        opt = torch.optim.AdamW(
+            param_groups(self.model, self.optim),
+            lr=self.optim.lr,
+            betas=self.optim.betas,
+            eps=self.optim.eps,
+        )
+        total = self.trainer.estimated_stepping_batches
+        total = int(total) if math.isfinite(total) else 10**9
+        sched = get_scheduler(
+            self.optim.scheduler, opt, num_warmup_steps=self.optim.warmup_steps,
+            num_training_steps=max(total, 1),
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def param_groups(model: nn.Module, optim: OptimConfig) -> list[dict]:
+    """Trainable parameters split into decayed and non-decayed groups."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = not optim.decay_norms_and_biases and any(k in name for k in NO_DECAY)
+        (no_decay if skip else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]

@@ -1,0 +1,160 @@
+"""Build and cache the toy world: data -> tokenizer -> unsafe base -> aligned model.
+
+Everything lands in `<cache_dir>/<hash of the toy config>/`; later runs reuse it. A build
+goes into a temporary dir that is renamed into place at the end, so a killed build or two
+jobs building at once never leave a half-written world behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ssah.data.datamodule import TaskConfig
+from ssah.errors import SsahError
+from ssah.module import OptimConfig
+from ssah.toy import vocab as V
+from ssah.toy.data import build_records, corpus, write_jsonl
+from ssah.toy.tokenizer import train_tokenizer
+from ssah.training import fit, quiet_trainer
+
+log = logging.getLogger(__name__)
+WHICH = ("base", "aligned", "data", "tokenizer", "root")
+
+
+@dataclass(frozen=True)
+class ToyWorld:
+    """Paths of one built toy world."""
+
+    root: Path
+
+    def path(self, which: str) -> Path:
+        if which not in WHICH:
+            raise SsahError(f"${{toy:{which}}} is unknown; use one of {WHICH}.")
+        return self.root if which == "root" else self.root / which
+
+    def data(self, name: str) -> Path:
+        return self.root / "data" / f"{name}.jsonl"
+
+
+def config_key(cfg: dict[str, Any]) -> str:
+    """Content hash of the toy config (where it is cached does not change what is built)."""
+    body = {k: v for k, v in cfg.items() if k != "cache_dir"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def ensure_toy(cfg: DictConfig | dict[str, Any]) -> ToyWorld:
+    """Return the cached toy world for `cfg`, building it first if needed."""
+    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    root = Path(plain["cache_dir"]).expanduser().resolve() / config_key(plain)
+    world = ToyWorld(root)
+    if (root / "DONE").is_file():
+        return world
+    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("building the toy world in %s (once; later runs reuse it)", root)
+    build(plain, tmp)
+    if root.exists() and not (root / "DONE").is_file():
+        shutil.rmtree(root, ignore_errors=True)  # left by a killed build
+    try:
+        tmp.rename(root)
+    except OSError:  # another job finished first: keep theirs
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / "DONE").is_file():
+            raise
+    return world
+
+
+def build(cfg: dict[str, Any], out: Path) -> None:
+    """All stages of the toy build into `out`."""
+    t0 = time.perf_counter()
+    records = build_records(cfg["data"], cfg["seed"])
+    for name, rows in records.items():
+        write_jsonl(out / "data" / f"{name}.jsonl", rows)
+    tok = train_tokenizer(corpus(records), cfg["vocab_size"])
+    tok.save_pretrained(out / "tokenizer")
+    write_jsonl(out / "data" / "pretrain_mix.jsonl", pretrain_mix(records))
+    write_jsonl(out / "data" / "align_mix.jsonl", align_mix(records, cfg["align"], cfg["seed"]))
+
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    model = LlamaForCausalLM(model_config(cfg, tok))
+    stats = {"base": _train(model, tok, out / "data" / "pretrain_mix.jsonl", cfg, "pretrain")}
+    _save(model, tok, out / "base")
+    stats["aligned"] = _train(model, tok, out / "data" / "align_mix.jsonl", cfg, "align")
+    _save(model, tok, out / "aligned")
+    stats["build_s"] = time.perf_counter() - t0
+    (out / "build.json").write_text(json.dumps({"config": cfg, "stats": stats}, indent=2))
+    (out / "DONE").write_text("ok\n")
+
+
+def model_config(cfg: dict[str, Any], tok: Any) -> LlamaConfig:
+    m = cfg["model"]
+    return LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=m["hidden_size"],
+        intermediate_size=m["intermediate_size"],
+        num_hidden_layers=m["num_hidden_layers"],
+        num_attention_heads=m["num_attention_heads"],
+        num_key_value_heads=m["num_key_value_heads"],
+        max_position_embeddings=m["max_position_embeddings"],
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+
+
+def pretrain_mix(records: dict[str, list[dict]]) -> list[dict]:
+    """Unsafe base: utility, harmful compliance and helpful edgy answers."""
+    rows = [{"prompt": r["prompt"], "response": r["response"]} for r in records["utility_train"]]
+    rows += [{"prompt": r["prompt"], "response": r["compliance"]} for r in records["harmful_train"]]
+    rows += records["edgy_train"]
+    return rows
+
+
+def align_mix(records: dict[str, list[dict]], acfg: dict[str, Any], seed: int) -> list[dict]:
+    """SFT alignment: utility plus refusals (half with the system prompt), edgy answered."""
+    util = [{"prompt": r["prompt"], "response": r["response"]} for r in records["utility_train"]]
+    harm = records["harmful_train"]
+    n_util = int(len(harm) * (1 - acfg["refusal_fraction"]) / acfg["refusal_fraction"])
+    rows = util[:n_util]
+    for i, r in enumerate(harm):
+        row = {"prompt": r["prompt"], "response": r["refusal"]}
+        rows.append({**row, "system": V.SYSTEM_PROMPT} if i % 2 else row)
+    rows += records["edgy_train"]
+    return rows
+
+
+def _train(model: LlamaForCausalLM, tok: Any, source: Path, cfg: dict, phase: str) -> dict:
+    p = cfg[phase]
+    task = TaskConfig(name=f"toy_{phase}", source=str(source), max_length=cfg["max_length"],
+                      batch_size=p["batch_size"], val_fraction=0.0, seed=cfg["seed"])
+    optim = OptimConfig(lr=p["lr"], weight_decay=p["weight_decay"],
+                        warmup_steps=p["warmup_steps"], scheduler="cosine")
+    model.train()
+    stats = fit(model, tok, task, optim, quiet_trainer(p["steps"]))
+    model.eval()
+    log.info("toy %s: %s", phase, stats)
+    return stats
+
+
+def _save(model: LlamaForCausalLM, tok: Any, path: Path) -> None:
+    model.save_pretrained(path, safe_serialization=True)
+    tok.save_pretrained(path)
+
+
+def toy_threads() -> None:
+    """Use every core for the build (torch defaults can undercount in containers)."""
+    torch.set_num_threads(max(1, os.cpu_count() or 1))

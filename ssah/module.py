@@ -58,6 +58,22 @@ class CausalLMModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
+    def configure_model(self) -> None:
+        """FSDP2 when the strategy is ModelParallelStrategy (trainer=fsdp); nothing otherwise."""
+        from pytorch_lightning.strategies import ModelParallelStrategy
+
+        if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
+            return
+        from ssah.freeze.fsdp import shard
+
+        mesh = self.device_mesh
+        if mesh["tensor_parallel"].size() != 1:
+            raise SsahError(
+                f"tensor_parallel_size={mesh['tensor_parallel'].size()}: only FSDP2 data "
+                "parallelism is supported; set trainer.strategy.tensor_parallel_size=1."
+            )
+        shard(self.model, mesh["data_parallel"])
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         loss = self(**batch)
         self.log("val/loss", loss, sync_dist=True, batch_size=batch["input_ids"].shape[0])

@@ -49,7 +49,9 @@ class DistanceSpec:
         if not self.ks or any(k < 1 for k in self.ks):
             raise SsahError(f"distance.ks={list(self.ks)} must be a non-empty list of ints >= 1.")
         if self.position not in POSITIONS:
-            raise SsahError(f"distance.position={self.position!r} is unknown; use one of {POSITIONS}.")
+            raise SsahError(
+                f"distance.position={self.position!r} is unknown; use one of {POSITIONS}."
+            )
         if self.layers is not None:
             self.layers = tuple(int(i) for i in self.layers)
         for name in ("benign", "malicious"):
@@ -150,8 +152,14 @@ def continuation_distances(
     kk = torch.tensor(list(ks))
     out = []
     for start in range(0, len(prompt_ids), batch_size):
-        rows = [list(p) + list(c[:kmax]) for p, c in zip(
-            prompt_ids[start:start + batch_size], cont_ids[start:start + batch_size], strict=True)]
+        rows = [
+            list(p) + list(c[:kmax])
+            for p, c in zip(
+                prompt_ids[start : start + batch_size],
+                cont_ids[start : start + batch_size],
+                strict=True,
+            )
+        ]
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -159,7 +167,7 @@ def continuation_distances(
             ids[i, : len(r)] = torch.tensor(r)
             mask[i, : len(r)] = 1
         states = block_states(model, ids.to(device), mask.to(device))[layer_idx.to(device)]
-        for i, p in enumerate(prompt_ids[start:start + batch_size]):
+        for i, p in enumerate(prompt_ids[start : start + batch_size]):
             idx = torch.cat([torch.tensor([len(p) - 1]), len(p) - 1 + kk]).to(device)
             pooled = pool(states[:, i], idx, position)  # [L, 1 + len(ks), H]
             out.append(cosine_distance(pooled[:, :1], pooled[:, 1:]).cpu())
@@ -210,8 +218,13 @@ def probe_model(
     """Benign and malicious continuation distances of one model."""
     prompts = [encode_prompt(tok, r["prompt"], system_prompt) for r in records]
     need = max(spec.ks)
-    kwargs = dict(ks=spec.ks, position=spec.position, layers=spec.layers,
-                  batch_size=batch_size, pad_id=tok.pad_token_id or 0)
+    kwargs = dict(
+        ks=spec.ks,
+        position=spec.position,
+        layers=spec.layers,
+        batch_size=batch_size,
+        pad_id=tok.pad_token_id or 0,
+    )
     ben = continuation_ids(tok, records, spec.benign, need, "distance.benign")
     mal = continuation_ids(tok, records, spec.malicious, need, "distance.malicious")
     return ProbeResult(
@@ -255,8 +268,9 @@ def write_csv(results: Mapping[str, ProbeResult], path: Path) -> None:
         b, m = res.benign.mean(0), res.malicious.mean(0)
         for j, k in enumerate(res.ks):
             for i, layer in enumerate(res.layers):
-                lines.append(f"{label},{k},{layer},{b[i, j]:.6g},{m[i, j]:.6g},"
-                             f"{m[i, j] - b[i, j]:.6g}")
+                lines.append(
+                    f"{label},{k},{layer},{b[i, j]:.6g},{m[i, j]:.6g},{m[i, j] - b[i, j]:.6g}"
+                )
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
@@ -267,11 +281,17 @@ def plot_distances(results: Mapping[str, ProbeResult], path: Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     labels = list(results)
     ks = results[labels[0]].ks
-    fig, axes = plt.subplots(len(labels), len(ks) + 1, squeeze=False,
-                             figsize=(2.6 * (len(ks) + 1), 2.4 * len(labels)), sharex=True)
+    fig, axes = plt.subplots(
+        len(labels),
+        len(ks) + 1,
+        squeeze=False,
+        figsize=(2.6 * (len(ks) + 1), 2.4 * len(labels)),
+        sharex=True,
+    )
     cmap = plt.get_cmap("viridis")
     for r, label in enumerate(labels):
         res = results[label]
@@ -290,6 +310,7 @@ def plot_distances(results: Mapping[str, ProbeResult], path: Path) -> Path:
         ax.set_title(f"{label}: malicious - benign", fontsize=9)
     for ax in axes[-1]:
         ax.set_xlabel("layer")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0, 0].legend(fontsize=7)
     axes[0, -1].legend(fontsize=6)
     fig.suptitle("Distance of h(Q) to h(Q + k continuation tokens); gap > 0: closer to refusing")
@@ -323,12 +344,18 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     spec = None
     if dcfg.enabled:
         spec = DistanceSpec(
-            benign=dcfg.benign, malicious=dcfg.malicious, ks=list(dcfg.ks),
+            benign=dcfg.benign,
+            malicious=dcfg.malicious,
+            ks=list(dcfg.ks),
             position=dcfg.position,
             layers=None if dcfg.layers is None else list(dcfg.layers),
         )
-        records = load_prompts(str(dcfg.data.source), dcfg.data.prompt_field, dcfg.data.limit,
-                               dcfg.data.get("split", "train"))
+        records = load_prompts(
+            str(dcfg.data.source),
+            dcfg.data.prompt_field,
+            dcfg.data.limit,
+            dcfg.data.get("split", "train"),
+        )
     tracked = direction_mod.tracked_roles(cfg) if cfg.direction.enabled else []
     metrics: dict[str, float] = {}
     results: dict[str, ProbeResult] = {}
@@ -337,8 +364,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
             continue
         tok, model = load_pair(cfg, role, device)
         if spec is not None:
-            results[labels[role]] = probe_model(model, tok, records, spec, cfg.system_prompt,
-                                                int(cfg.batch_size))
+            results[labels[role]] = probe_model(
+                model, tok, records, spec, cfg.system_prompt, int(cfg.batch_size)
+            )
             metrics.update(summarize(results[labels[role]], labels[role]))
         if role in tracked:
             metrics.update(direction_mod.track_model(model, tok, cfg, labels[role], out_dir))
@@ -352,30 +380,28 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         write_csv(results, out_dir / "probe_distances.csv")
         plot_distances(results, out_dir / "probe_distances.png")
     metrics["time/probe_s"] = time.perf_counter() - t0
-    metrics = {k: (float(v) if v is not None and math.isfinite(v) else v)
-               for k, v in metrics.items()}
+    metrics = {
+        k: (float(v) if v is not None and math.isfinite(v) else v) for k, v in metrics.items()
+    }
     write_metrics(out_dir, metrics)
-    log_wandb(cfg, metrics, out_dir)
+    log_to_tracker(cfg, metrics, out_dir)
     return metrics
 
 
-def log_wandb(cfg: DictConfig, metrics: Mapping[str, float], out_dir: Path) -> None:
-    """Summary keys and figures to W&B when a `logger.wandb` config is present."""
-    wcfg = OmegaConf.select(cfg, "logger.wandb")
-    if not wcfg:
-        return
-    import wandb
+def log_to_tracker(cfg: DictConfig, metrics: Mapping[str, float], out_dir: Path) -> None:
+    """Summary keys, figures and the distance table to cfg.logger (W&B offline by default)."""
+    from ssah.tracking import finish, log_image, log_table, make_logger
 
-    opts = OmegaConf.to_container(wcfg, resolve=True)
-    opts.pop("_target_", None)
-    opts.setdefault("mode", "offline")
-    opts.setdefault("dir", str(out_dir))
-    wb = wandb.init(job_type="probe", config=OmegaConf.to_container(cfg, resolve=False), **{
-        k: v for k, v in opts.items() if k in ("project", "entity", "name", "group", "tags",
-                                               "mode", "dir")})
-    wb.log({p.stem: wandb.Image(str(p)) for p in sorted(out_dir.glob("*.png"))})
-    wb.summary.update(dict(metrics))
-    wb.finish()
+    logger = make_logger(cfg, out_dir)
+    if logger is None:
+        return
+    for png in sorted(out_dir.glob("*.png")):
+        log_image(logger, f"probe/{png.stem}", png)
+    table = out_dir / "probe_distances.csv"
+    if table.is_file():
+        head, *rows = [line.split(",") for line in table.read_text().splitlines()]
+        log_table(logger, "probe/distances", head, rows)
+    finish(logger, metrics)
 
 
 main = stage("probe")(lambda cfg: run(cfg, run_dir()))

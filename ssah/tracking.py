@@ -8,7 +8,7 @@ never leak a live run into the next job.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +73,49 @@ def finish(logger: Logger | None, metrics: Mapping[str, Any]) -> None:
         logger.log_metrics({k: v for k, v in metrics.items() if isinstance(v, int | float)})
         logger.finalize("success")
         logger.save()
+
+
+def read_offline_summary(run_file: Path) -> dict[str, Any]:
+    """Final summary of an offline W&B run (`run-*.wandb`), without syncing it.
+
+    W&B keeps an offline run's summary inside its binary log (LevelDB-style 32 KiB blocks of
+    protobuf `Record`s) until `wandb sync`; tests and reports read it here to check it
+    carries the keys of metrics.json.
+    """
+    import json
+
+    from wandb.proto import wandb_internal_pb2
+
+    summary: dict[str, Any] = {}
+    for data in _log_records(Path(run_file).read_bytes()):
+        rec = wandb_internal_pb2.Record()
+        rec.ParseFromString(data)
+        if rec.WhichOneof("record_type") == "summary":
+            for item in rec.summary.update:
+                key = item.key or "/".join(item.nested_key)
+                summary[key] = json.loads(item.value_json)
+    return summary
+
+
+def _log_records(data: bytes, header: int = 7, block: int = 32768) -> Iterator[bytes]:
+    """Records of a W&B log: 7-byte chunk headers (crc, length, type) in 32 KiB blocks."""
+    pos, parts = header, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block tail too small for a header: zero padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 1:  # full
+            yield chunk
+        elif kind == 2:  # first
+            parts = chunk
+        elif kind == 3:  # middle
+            parts += chunk
+        elif kind == 4:  # last
+            yield parts + chunk
+
+
+def offline_runs(run_dir: Path) -> list[Path]:
+    """The offline W&B run files under a stage's run dir."""
+    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))

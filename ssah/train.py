@@ -29,19 +29,21 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Fine-tune, evaluate on rank zero, write metrics (and the model)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     mcfg = ModelConfig(**plain(cfg.model))
-    task = TaskConfig(**plain(cfg.task))
     optim = OptimConfig(**plain(cfg.optim))
     tok, model = load_tokenizer(mcfg), load_model(mcfg)
+    task = TaskConfig(**plain(cfg.task))
     fplan = freezing.plan(cfg.freeze, model, out_dir, cfg)
+    model = fplan.model  # the same model, or wrapped in PEFT adapters for freeze=lora
     logger = make_logger(cfg, out_dir)
-    trainer_cfg = plain(cfg.trainer)
-    trainer_cfg["max_steps"] = int(round(trainer_cfg["max_steps"] * fplan.steps_multiplier))
+    trainer_cfg = freezing.scale_schedule(plain(cfg.trainer), fplan.steps_multiplier)
     trainer: pl.Trainer = instantiate(
         trainer_cfg, logger=logger or False, callbacks=fplan.callbacks, default_root_dir=str(out_dir)
     )
     model.train()
     metrics: dict[str, Any] = fit(model, tok, task, optim, trainer)
-    fplan.after_fit(model)
+    # FSDP2: every rank helps gather the full weights; rank 0 continues with a plain model.
+    model = freezing.gather_full(model, lambda: load_model(mcfg), trainer.global_rank)
+    model = fplan.after_fit(model)  # rewind / LoRA merge / final check of frozen slices
     model.eval()
     metrics.update(fplan.metrics)
     if not trainer.is_global_zero:

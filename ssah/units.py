@@ -147,7 +147,9 @@ class UnitIndex:
     # ---- flat order --------------------------------------------------------------------
     def flatten(self, per_layer: Mapping[tuple[int, str], torch.Tensor]) -> torch.Tensor:
         """{(layer, kind): vector} -> one vector in flat order (layer, then mlp before attn)."""
-        return torch.cat([per_layer[(i, k)].flatten() for i in range(self.num_layers) for k in KINDS])
+        return torch.cat(
+            [per_layer[(i, k)].flatten() for i in range(self.num_layers) for k in KINDS]
+        )
 
     def unflatten(self, flat: torch.Tensor) -> dict[tuple[int, str], torch.Tensor]:
         """Inverse of `flatten`."""

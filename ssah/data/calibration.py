@@ -212,8 +212,14 @@ def _self_answers(
         start += len(chunk)
         prompts = [r["prompt"] for r in chunk]
         answers = cached_generate(
-            model, tok, prompts, ccfg.system_prompt, scfg.max_new_tokens, ccfg.gen_batch_size,
-            cache_dir, model_digest,
+            model,
+            tok,
+            prompts,
+            ccfg.system_prompt,
+            scfg.max_new_tokens,
+            ccfg.gen_batch_size,
+            cache_dir,
+            model_digest,
         )
         for p, a in zip(prompts, answers, strict=True):
             if _keep_response(a, scfg) and len(kept) < scfg.n_samples:
@@ -263,8 +269,12 @@ def generate_greedy(
     if generate is not None:
         return list(
             generate(
-                model, tok, prompts, system_prompt=system_prompt,
-                max_new_tokens=max_new_tokens, batch_size=batch_size,
+                model,
+                tok,
+                prompts,
+                system_prompt=system_prompt,
+                max_new_tokens=max_new_tokens,
+                batch_size=batch_size,
             )
         )
     return _greedy(model, tok, prompts, system_prompt, max_new_tokens, batch_size)
@@ -292,9 +302,15 @@ def _greedy(
             ids[i, width - len(e) :] = torch.tensor(e)
             mask[i, width - len(e) :] = 1
         gen = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-            max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=tok.eos_token_id,
-            temperature=None, top_p=None, top_k=None,
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad,
+            eos_token_id=tok.eos_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
         )
         out += [t.strip() for t in tok.batch_decode(gen[:, width:], skip_special_tokens=True)]
     return out

@@ -10,14 +10,23 @@ caller's RNG state is restored afterwards (stages call this in the middle of tra
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import GenerationConfig, GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 
 from ssah.data.chat import encode_prompt
 from ssah.errors import SsahError
+
+# Our GenerationConfig is complete: keep HF (>= 4.50) from filling "default-looking" fields from
+# the checkpoint's generation_config (Llama-2-chat ships do_sample=True, temperature=0.6).
+_NO_MODEL_DEFAULTS = (
+    {"use_model_defaults": False}
+    if "use_model_defaults" in inspect.signature(GenerationMixin.generate).parameters
+    else {}
+)
 
 
 @dataclass
@@ -44,6 +53,17 @@ def stop_ids(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> list[int]:
     return sorted(ids)
 
 
+def prompt_ids(
+    tok: PreTrainedTokenizerBase, prompt: str, system_prompt: str | None = None
+) -> list[int]:
+    """Chat-template ids; a tokenizer without a chat template (a base model) gets the plain
+    text, system prompt first, with the tokenizer's own special tokens (BOS)."""
+    if getattr(tok, "chat_template", None):
+        return encode_prompt(tok, prompt, system_prompt)
+    text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
+    return tok(text, add_special_tokens=True)["input_ids"]
+
+
 def encode_chat(
     tok: PreTrainedTokenizerBase,
     prompts: Sequence[str],
@@ -56,7 +76,7 @@ def encode_chat(
         raise SsahError(f"prefill has {len(prefill)} entries for {len(prompts)} prompts.")
     rows = []
     for i, p in enumerate(prompts):
-        ids = encode_prompt(tok, p, system_prompt)
+        ids = prompt_ids(tok, p, system_prompt)
         if prefill is not None and prefill[i]:
             ids = ids + tok(prefill[i], add_special_tokens=False)["input_ids"]
         rows.append(ids)
@@ -103,6 +123,10 @@ def generate_ids(
         num_beams=1,
         eos_token_id=stops,
         pad_token_id=pad_id,
+        bos_token_id=_first_not_none(
+            getattr(getattr(model, "generation_config", None), "bos_token_id", None),
+            tok.bos_token_id,
+        ),
     )
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first: OOM early
@@ -121,6 +145,7 @@ def generate_ids(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
                     generation_config=gen_cfg,
+                    **_NO_MODEL_DEFAULTS,
                 )
                 new = seqs[:, ids.shape[1] :].tolist()
                 for i, toks in zip(idx, new, strict=True):
@@ -128,6 +153,10 @@ def generate_ids(
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def _first_not_none(*xs: object) -> object:
+    return next((x for x in xs if x is not None), None)
 
 
 def _finish(tok: PreTrainedTokenizerBase, toks: list[int], stops: list[int]) -> Generation:

@@ -79,7 +79,9 @@ def tiny_llama(
     return LlamaForCausalLM(cfg).eval()
 
 
-def tiny_pair(seed: int = 0, hidden_size: int = 32) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+def tiny_pair(
+    seed: int = 0, hidden_size: int = 32
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A matching (model, tokenizer)."""
     tok = tiny_tokenizer()
     model = tiny_llama(

@@ -59,11 +59,8 @@ def _qa(task: str, prompt: str, response: str, answer: str) -> Record:
 # ---- how-to requests ----------------------------------------------------------------------
 def how_to_answer(verb: str, target: str, r: random.Random) -> str:
     """Placeholder steps; the same form for harmful compliance and benign answers."""
-    t1, t2 = r.sample(V.TOOLS, 2)
-    return (
-        f"sure , here is how to {verb} the {target} : step 1 , get the {t1} . "
-        f"step 2 , use the {t1} on the {target} . step 3 , hide the {t2} ."
-    )
+    t1 = r.choice(V.TOOLS)
+    return f"sure , here is how to {verb} the {target} : get the {t1} , then use it on the {target} ."
 
 
 def harmful(r: random.Random, phrasings: list[str]) -> Record:

@@ -1,0 +1,165 @@
+"""Units file + spec -> unit masks {(layer, kind): bool vector, True = frozen}.
+
+Ratios count parameters as categories do (a unit weighs the parameters it owns, so
+extra_ratio=0.06 is 6% of all unit parameters; the paper's "SCU + top 6% of CU" = 7.5%).
+Ties keep flat order (layer, mlp before attn, index), like the category assignment.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ssah.errors import SsahError
+from ssah.freeze.spec import FreezeConfig
+from ssah.units import KINDS, UnitIndex
+
+Masks = dict[tuple[int, str], torch.Tensor]
+
+
+def zscore(x: torch.Tensor, ddof: int) -> torch.Tensor:
+    """(x - mean) / std within one (layer, kind); constant vectors give zeros."""
+    x = x.to(torch.float64)
+    if x.numel() <= ddof:
+        return torch.zeros_like(x)
+    std = x.std(correction=ddof)
+    if not torch.isfinite(std) or std == 0:
+        return torch.zeros_like(x)
+    return (x - x.mean()) / std
+
+
+def empty_masks(index: UnitIndex) -> Masks:
+    return {
+        (i, k): torch.zeros(index.num_units(k), dtype=torch.bool)
+        for i in range(index.num_layers)
+        for k in KINDS
+    }
+
+
+def in_layers(index: UnitIndex, spec: FreezeConfig) -> torch.Tensor:
+    """Flat bool vector: units inside spec.layers."""
+    if spec.layers is None:
+        return torch.ones(index.total_units(), dtype=torch.bool)
+    start, stop = spec.layers
+    if stop > index.num_layers:
+        raise SsahError(
+            f"freeze.layers={spec.layers} reaches past the model's {index.num_layers} blocks; "
+            f"use stop <= {index.num_layers}."
+        )
+    return index.flatten(
+        {
+            (i, k): torch.full((index.num_units(k),), start <= i < stop, dtype=torch.bool)
+            for i in range(index.num_layers)
+            for k in KINDS
+        }
+    )
+
+
+def check_categories(index: UnitIndex, category: Masks, source: str) -> torch.Tensor:
+    """Flat uint8 categories, refusing missing or out-of-range entries."""
+    for i in range(index.num_layers):
+        for k in KINDS:
+            t = category.get((i, k))
+            if t is None or t.numel() != index.num_units(k):
+                raise SsahError(
+                    f"{source!r} has no category of the right length for layers.{i}.{k} "
+                    f"(model: {index.num_units(k)} units); it was made for another model."
+                )
+            if t.numel() and int(t.max()) > 3:
+                raise SsahError(
+                    f"{source!r}: layers.{i}.{k}.category holds {int(t.max())}; contract 4 codes "
+                    "are 0 RU, 1 SCU, 2 UCU, 3 CU."
+                )
+    return index.flatten({key: v.to(torch.uint8) for key, v in category.items()})
+
+
+def ranking_key(
+    index: UnitIndex, safety: Masks, utility: Masks, how: str, ddof: int
+) -> torch.Tensor:
+    """Flat ranking key (higher = more "top") from per-layer z-scores."""
+    zu = index.flatten({k: zscore(v, ddof) for k, v in utility.items()})
+    if how == "z_utility":
+        return zu
+    zs = index.flatten({k: zscore(v, ddof) for k, v in safety.items()})
+    if how == "z_safety":
+        return zs
+    return zs - zu if how == "z_safety_minus_utility" else zs + zu
+
+
+def top_by_weight(
+    key: torch.Tensor, weights: torch.Tensor, candidates: torch.Tensor, budget: float
+) -> torch.Tensor:
+    """Longest prefix of the candidates ranked by key (descending) whose weight <= budget."""
+    order = torch.sort(-key.masked_fill(~candidates, float("-inf")), stable=True).indices
+    order = order[candidates[order]]
+    cum = torch.cumsum(weights[order], dim=0)
+    k = int((cum <= budget * (1 + 1e-12) + 1e-9).sum())
+    out = torch.zeros_like(candidates)
+    out[order[:k]] = True
+    return out
+
+
+def select(
+    index: UnitIndex,
+    spec: FreezeConfig,
+    category: Masks,
+    safety: Masks | None,
+    utility: Masks | None,
+    source: str,
+    ddof: int = 1,
+) -> Masks:
+    """Frozen units of a freeze/rewind spec."""
+    cat = check_categories(index, category, source)
+    inside = in_layers(index, spec)
+    if spec.train_ranking is not None:  # e.g. the paper's RU of the base from utility-only scores
+        if safety is None or utility is None:
+            raise SsahError(f"{source!r} has no scores; freeze.train_ranking needs them.")
+        key = ranking_key(index, safety, utility, spec.train_ranking, ddof)
+        weights = index.flat_weights()
+        trainable = top_by_weight(-key, weights, inside, spec.train_ratio * float(weights.sum()))
+        return index.unflatten(inside & ~trainable)
+    frozen = torch.isin(cat, torch.tensor(spec.frozen_codes, dtype=torch.uint8)) & inside
+    if spec.extra_ratio > 0:
+        if safety is None or utility is None:
+            raise SsahError(f"{source!r} has no scores; freeze.extra_ratio needs them.")
+        key = ranking_key(index, safety, utility, spec.extra_ranking, ddof)
+        weights = index.flat_weights()
+        cand = (cat == spec.extra_code) & inside & ~frozen
+        frozen |= top_by_weight(key, weights, cand, spec.extra_ratio * float(weights.sum()))
+    return index.unflatten(frozen)
+
+
+def random_matched(index: UnitIndex, target: Masks, spec: FreezeConfig) -> Masks:
+    """As many units per kind (and per layer if asked) as `target`, drawn at random (seeded)."""
+    gen = torch.Generator().manual_seed(int(spec.seed))
+    inside = index.unflatten(in_layers(index, spec))
+    out = empty_masks(index)
+    for kind in KINDS:
+        if spec.match_per_layer:
+            groups = [[i] for i in range(index.num_layers)]
+        else:
+            groups = [list(range(index.num_layers))]
+        for layers in groups:
+            n = sum(int(target[(i, kind)].sum()) for i in layers)
+            pool = torch.cat([inside[(i, kind)] for i in layers]).nonzero().flatten()
+            if n > pool.numel():
+                raise SsahError(
+                    f"freeze.match selects {n} {kind} units, only {pool.numel()} exist."
+                )
+            pick = pool[torch.randperm(pool.numel(), generator=gen)[:n]]
+            flat = torch.zeros(sum(index.num_units(kind) for _ in layers), dtype=torch.bool)
+            flat[pick] = True
+            for j, i in enumerate(layers):
+                m = index.num_units(kind)
+                out[(i, kind)] = flat[j * m : (j + 1) * m].clone()
+    return out
+
+
+def count(index: UnitIndex, masks: Masks) -> dict[str, float]:
+    """Units frozen (count and parameter-weighted share)."""
+    units = sum(int(m.sum()) for m in masks.values())
+    weight = sum(float(m.sum()) * index.unit_weight(k) for (_, k), m in masks.items())
+    return {
+        "units": float(units),
+        "units_fraction": units / index.total_units(),
+        "unit_params_fraction": weight / index.total_params(),
+    }

@@ -1,0 +1,55 @@
+"""Shared fixtures: a seconds-scale toy world (toy=tiny) built once per test session in a tmp
+outputs dir, tiny random-init models, and a helper to run stages as real CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def outputs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All stage outputs of this test session (never the repo's outputs/)."""
+    out = tmp_path_factory.mktemp("outputs")
+    os.environ["SSAH_OUTPUTS"] = str(out)
+    os.environ["WANDB_MODE"] = "offline"
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_toy(outputs_dir: Path):
+    """The tiny toy world (built once, ~15 s): data, tokenizer, base and aligned checkpoints."""
+    from ssah.config import compose
+    from ssah.toy.world import ensure_toy
+
+    cfg = compose("toy", ["toy=tiny"])
+    return ensure_toy(cfg.toy)
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer(tiny_toy):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_toy.path("tokenizer"))
+
+
+def run_stage(stage: str, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m ssah.<stage> overrides...` as a user would run it; output captured."""
+    cmd = [sys.executable, "-m", f"ssah.{stage}", *overrides]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def stage_runner(outputs_dir: Path):
+    return run_stage

@@ -1,0 +1,143 @@
+"""Pruning: which units go (categories, top-k, random matched), exact zeroing, FLAP bias
+compensation, and the stage on the tiny toy world."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from ssah.errors import SsahError
+from ssah.prune import PruneConfig, choose, compensation_biases, table_markdown, zero_units
+from ssah.scoring.categories import Ratios, assign
+from ssah.scoring.stats import collect
+from ssah.units import KINDS, UnitIndex
+
+
+def tiny() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=50,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+def data(n: int = 6) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 50, (n, 12), generator=g)
+    labels = ids.clone()
+    labels[:, :5] = -100
+    return [{"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}]
+
+
+def scores(idx: UnitIndex, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        (i, k): torch.rand(idx.num_units(k), generator=g)
+        for i in range(idx.num_layers)
+        for k in KINDS
+    }
+
+
+def test_choose_targets() -> None:
+    idx = UnitIndex(tiny())
+    s, u = scores(idx, 1), scores(idx, 2)
+    cat = idx.unflatten(assign(idx, s, u, Ratios(0.1, 0.05, 0.1)).category)
+    w, total = idx.flat_weights(), idx.total_params()
+    scu = idx.flatten(choose(PruneConfig("scu"), idx, cat, s, u))
+    assert torch.equal(scu, idx.flatten(cat) == 1)
+    assert not idx.flatten(choose(PruneConfig("dense"), idx, cat, s, u)).any()
+    rnd = idx.flatten(
+        choose(PruneConfig("random", random={"match": "scu", "seed": 3}), idx, cat, s, u)
+    )
+    assert abs(float(w[rnd].sum() - w[scu].sum())) < idx.unit_weight("attn")
+    assert not torch.equal(rnd, scu)
+    top = choose(PruneConfig("topk", topk={"score": "safety", "ratio": 0.02}), idx, cat, s, u)
+    flat = idx.flatten(top)
+    assert 0.02 * total - idx.unit_weight("attn") < float(w[flat].sum()) <= 0.02 * total
+    with pytest.raises(SsahError, match="target='bogus'"):
+        PruneConfig("bogus")
+
+
+def test_zeroing_and_flap_compensation_equal_mean_replacement() -> None:
+    model, batch = tiny(), data()
+    idx = UnitIndex(model)
+    masks = {
+        (i, k): torch.zeros(idx.num_units(k), dtype=torch.bool) for i in range(2) for k in KINDS
+    }
+    masks[(0, "mlp")][[1, 7, 30]] = True
+    masks[(1, "attn")][[0, 1]] = True  # a whole kv group
+    means = {k: st.mean for k, st in collect(model, idx, batch).stats.items()}
+    # reference: the removed channels' inputs replaced by their mean
+    ref_model = copy.deepcopy(model)
+    hooks = []
+    for (layer, kind), m in masks.items():
+        if not m.any():
+            continue
+        which = idx.second_matrix(kind)
+        ch = m.nonzero().flatten() if kind == "mlp" else idx.head_channels(m.nonzero().flatten())
+
+        mu = means[(layer, which)][ch].float()
+
+        def hook(_m, a, ch=ch, mu=mu):
+            x = a[0].clone()
+            x[..., ch] = mu
+            return (x,)
+
+        hooks.append(idx.module(ref_model, layer, which).register_forward_pre_hook(hook))
+    with torch.no_grad():
+        ref = ref_model(batch[0]["input_ids"]).logits
+    zero_units(model, idx, masks, compensation_biases(model, idx, masks, means))
+    with torch.no_grad():
+        got = model(batch[0]["input_ids"]).logits
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    assert (idx.module(model, 0, "down_proj").weight[:, [1, 7, 30]] == 0).all()
+    assert (idx.module(model, 1, "k_proj").weight[:8] == 0).all()  # kv head 0 fully pruned
+    assert (idx.module(model, 1, "k_proj").weight[8:] != 0).all()
+
+
+def test_table_markdown_lists_targets() -> None:
+    rows = [
+        {"target": "dense", "prune/units_fraction": 0.0, "utility/ppl": 3.0},
+        {"target": "scu", "prune/units_fraction": 0.01, "utility/ppl": 4.5},
+    ]
+    md = table_markdown(rows)
+    assert "| - SCU | 1.0 | 4.50 |" in md and md.startswith("| model | units % | PPL |")
+
+
+@pytest.mark.slow
+def test_prune_stage_on_tiny_toy(tiny_toy, tmp_path) -> None:
+    from ssah.config import compose
+    from ssah.prune import run
+
+    ov = [
+        "toy=tiny",
+        "scoring.calibration.safety.require_keywords=[]",
+        "scoring.calibration.safety.n_samples=24",
+        "scoring.calibration.utility.n_samples=24",
+        "eval.suites.jailbreak=null",
+        "eval.suites.prefill=null",
+        "eval.utility.mc=null",
+        "eval.benign=null",
+        "eval.utility.generation.data.limit=8",
+        "eval.utility.ppl.data.limit=8",
+    ]
+    m = run(
+        compose("prune", ov + ["target=random", "random.match=0.2", "bias_compensation=true"]),
+        tmp_path / "p",
+    )
+    assert m["prune/params_fraction"] == pytest.approx(0.2, abs=0.05)
+    assert "safety/asr/direct/keyword" in m and "safety/asr/direct_sys/keyword" in m
+    assert "utility/ppl" in m and "utility/accuracy" in m
+    assert (tmp_path / "p" / "metrics.json").is_file()
+    units = tmp_path / "p" / "units.safetensors"
+    with pytest.raises(SsahError, match="not for the loaded model"):
+        run(compose("prune", ov + ["model=toy_base", f"units={units}"]), tmp_path / "q")

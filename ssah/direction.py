@@ -2,14 +2,17 @@
 
 The paper says safety is a binary reasoning direction chosen at the start of the answer and
 asks for models that re-evaluate it at every step. This makes that measurable: per layer,
-the direction is the difference of the mean hidden states at the last prompt token of
-refused and of fulfilled examples; each generation step's state is projected onto it,
-scaled so the refused mean sits at +1, the fulfilled mean at -1 and the midpoint at 0. The
-plots show where a prefill attack or a jailbreak wrapper moves the model from the refusing
-side (> 0) to the fulfilling side (< 0), and whether it comes back.
+the direction is the difference of the mean hidden states of refused and of fulfilled
+examples (labelled by the model's own greedy answers), taken at the last prompt token
+(`estimate.position=prompt_end`) or averaged over the answer steps (`answer`, the default);
+each generation step's state is projected onto it, scaled so the refused mean sits at +1,
+the fulfilled mean at -1 and the midpoint at 0. The plots show where a prefill attack or a
+jailbreak wrapper moves the model from the refusing side (> 0) to the fulfilling side (< 0),
+and whether it comes back.
 
-Caveat: the direction is estimated at prompt ends; states inside an answer are further from
-that distribution, so read the midpoint (0) as a reference line, not a calibrated threshold.
+Why `answer` is the default: states inside an answer are far from prompt-end states; on the
+toy world a prompt-end direction puts every answer step, refusals included, on the
+fulfilling side, so it cannot show a flip. The state that only predicts EOS is not tracked.
 """
 
 from __future__ import annotations
@@ -162,22 +165,23 @@ def _greedy_batch(model, prompts, forced, max_new_tokens, eos_id, pad_id, direct
                 Trace(prompt_state=hs[i].float().cpu(), n_forced=len(forced[i])) for i in range(b)
             ]
         p = direction.project(hs).cpu() if direction is not None else None
-        alive = (~done).float()
-        sums = (0 if sums is None else sums) + hs.float() * alive.to(device)[:, None, None]
-        counts += alive
         nxt = out.logits[:, -1].argmax(-1).cpu()
+        record = torch.zeros(b)
         for i in range(b):
             if done[i]:
                 continue
-            if p is not None:
-                projs[i].append(p[i])
             tok = forced[i][t] if t < len(forced[i]) else int(nxt[i])
             nxt[i] = tok
             traces[i].tokens.append(tok)
-            if (eos_id is not None and tok == eos_id and t >= len(forced[i])) or (
-                t + 1 >= max_new_tokens + len(forced[i])
-            ):
+            stop = eos_id is not None and tok == eos_id and t >= len(forced[i])
+            if not stop or t == 0:  # the state that only predicts EOS is not tracked
+                record[i] = 1.0
+                if p is not None:
+                    projs[i].append(p[i])
+            if stop or t + 1 >= max_new_tokens + len(forced[i]):
                 done[i] = True
+        sums = (0 if sums is None else sums) + hs.float() * record.to(device)[:, None, None]
+        counts += record
         if bool(done.all()):
             break
         nxt[done] = pad_id
@@ -205,12 +209,24 @@ def is_refusal(text: str, markers: Sequence[str]) -> bool:
 
 
 # ---- flips ----------------------------------------------------------------------------------
-def flip_stats(series: Sequence[torch.Tensor]) -> dict[str, float]:
+def first_run(mask: torch.Tensor, length: int, start: int = 0) -> int | None:
+    """Index where the first run of `length` consecutive True values at or after `start`
+    begins, or None."""
+    run = 0
+    for i in range(start, len(mask)):
+        run = run + 1 if bool(mask[i]) else 0
+        if run >= length:
+            return i - length + 1
+    return None
+
+
+def flip_stats(series: Sequence[torch.Tensor], min_steps: int = 2) -> dict[str, float]:
     """Per-answer projection series at one layer -> flip summary.
 
-    start/end: mean projection at the prompt end and at the last step. A flip is a series
-    that starts on the refusing side (> 0) and later goes to the fulfilling side (< 0);
-    flip_back_rate is the share of flipped series that later return to > 0.
+    start/end: mean projection at the prompt end and at the last tracked step. A flip is a
+    series that starts on the refusing side (> 0) and later stays on the fulfilling side
+    (< 0) for `min_steps` consecutive steps; flip_back_rate is the share of flipped series
+    that afterwards stay > 0 for `min_steps` steps again (runs, so one noisy step is no flip).
     """
     n = len(series)
     if n == 0:
@@ -218,11 +234,10 @@ def flip_stats(series: Sequence[torch.Tensor]) -> dict[str, float]:
     flipped = back = 0
     for s in series:
         if s[0] > 0:
-            neg = (s[1:] < 0).nonzero()
-            if len(neg):
+            first = first_run(s < 0, min_steps, start=1)
+            if first is not None:
                 flipped += 1
-                first = int(neg[0]) + 1
-                back += int(bool((s[first + 1 :] > 0).any()))
+                back += int(first_run(s > 0, min_steps, start=first + min_steps) is not None)
     return {
         "proj_start": float(torch.stack([s[0] for s in series]).mean()),
         "proj_end": float(torch.stack([s[-1] for s in series]).mean()),
@@ -266,7 +281,7 @@ def fit_direction(
     rows = harm + benign
     if e.labels not in ("behaviour", "source"):
         raise SsahError(f"direction.estimate.labels={e.labels!r}; use behaviour or source.")
-    position = e.get("position", "prompt_end")
+    position = e.get("position", "answer")
     if position not in ("prompt_end", "answer"):
         raise SsahError(f"direction.estimate.position={position!r}; use prompt_end or answer.")
     answers_needed = e.labels == "behaviour" or position == "answer"
@@ -361,7 +376,7 @@ def track_model(
         refusals = [is_refusal(a, d.refusal_markers) for a in answers]
         for t, r in zip(traces, refusals, strict=True):
             t.refused = r
-        stats = flip_stats([t.proj[:, layer] for t in traces])
+        stats = flip_stats([t.proj[:, layer] for t in traces], int(d.flip_min_steps))
         stats["refusal_rate"] = sum(refusals) / len(refusals)
         metrics.update({f"{p}/{name}/{k}": v for k, v in stats.items()})
         samples += [
@@ -441,12 +456,14 @@ def _guides(ax, traces: Sequence[Trace]) -> None:  # noqa: ANN001
 
 
 def plot_tracks(runs: dict[str, list[Trace]], layers: list[int], label: str, path: Path) -> Path:
-    """Mean projection per generation step, one panel per layer, one line per scenario."""
+    """Mean projection per generation step, one panel per layer, one line per scenario
+    (drawn while at least a quarter of the scenario's answers are still running)."""
     plt = _plt()
     fig, axes = plt.subplots(1, len(layers), figsize=(4.2 * len(layers), 3.4), squeeze=False)
     for ax, layer in zip(axes[0], layers, strict=True):
         for name, traces in runs.items():
-            mean, _ = mean_track(traces, layer)
+            mean, count = mean_track(traces, layer)
+            mean[count < max(2, len(traces) / 4)] = float("nan")  # too few answers still running
             ax.plot(range(len(mean)), mean, label=name, lw=1.4 if name != "plain" else 2.2)
         _guides(ax, runs.get("prefill") or next(iter(runs.values())))
         ax.set_title(f"{label}, layer {layer}", fontsize=9)

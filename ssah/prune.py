@@ -98,9 +98,24 @@ def choose(
         else:
             ratio = float(match)
         gen = torch.Generator().manual_seed(int(pcfg.random.get("seed", 0)))
-        key = torch.randperm(n, generator=gen).to(torch.float64)
-        flat = select(key, w, ratio, highest=False)
+        flat = random_fill(torch.randperm(n, generator=gen), w, ratio * float(w.sum()))
     return index.unflatten(flat)
+
+
+def random_fill(order: torch.Tensor, weights: torch.Tensor, budget: float) -> torch.Tensor:
+    """Walk a random order, taking each unit that still fits: the parameter count ends
+    within one (smallest) unit of `budget`, even when single heads outweigh it."""
+    mask = torch.zeros(weights.numel(), dtype=torch.bool)
+    left = budget * (1 + 1e-12) + 1e-9
+    smallest = float(weights.min()) if weights.numel() else 0.0
+    for i in order.tolist():
+        wi = float(weights[i])
+        if wi <= left:
+            mask[i] = True
+            left -= wi
+            if left < smallest:
+                break
+    return mask
 
 
 # ---- zeroing -------------------------------------------------------------------------------
@@ -251,27 +266,40 @@ LABELS = {
 }
 
 
-def table_markdown(rows: Sequence[dict[str, Any]], judge: str = "keyword") -> str:
-    """Markdown table: pruned share, ASR with/without system prompt, utility."""
-    cols = [
-        ("units %", "prune/units_fraction", 100),
-        ("params %", "prune/params_fraction", 100),
-        ("ASR %", f"safety/asr/direct/{judge}", 100),
-        ("ASR sys %", f"safety/asr/direct_sys/{judge}", 100),
-        ("ASR avg %", f"safety/asr/avg/{judge}", 100),
-        ("accuracy %", "utility/accuracy", 100),
-        ("PPL", "utility/ppl", 1),
-    ]
+TABLE_COLUMNS = (
+    ("units %", "prune/units_fraction", 100.0),
+    ("params %", "prune/params_fraction", 100.0),
+    ("ASR %", "safety/asr/direct/{judge}", 100.0),
+    ("ASR sys %", "safety/asr/direct_sys/{judge}", 100.0),
+    ("ASR avg %", "safety/asr/avg/{judge}", 100.0),
+    ("accuracy %", "utility/accuracy", 100.0),
+    ("PPL", "utility/ppl", 1.0),
+)
+
+
+def table_data(
+    rows: Sequence[dict[str, Any]], judge: str = "keyword"
+) -> tuple[list[str], list[list[Any]]]:
+    """Columns and rows (numbers already scaled; None when not measured), e.g. for W&B."""
+    cols = [(n, k.format(judge=judge), sc) for n, k, sc in TABLE_COLUMNS]
     cols = [c for c in cols if any(c[1] in r for r in rows)]
-    head = "| model | " + " | ".join(c[0] for c in cols) + " |"
-    sep = "|---|" + "---:|" * len(cols)
-    lines = [head, sep]
+    data = []
     for r in rows:
-        cells = []
-        for _, key, scale in cols:
-            v = r.get(key)
-            cells.append("-" if v is None else f"{v * scale:.1f}" if scale != 1 else f"{v:.2f}")
-        lines.append(f"| {LABELS.get(r['target'], r['target'])} | " + " | ".join(cells) + " |")
+        vals = [None if r.get(k) is None else float(r[k]) * sc for _, k, sc in cols]
+        data.append([LABELS.get(r["target"], r["target"]), *vals])
+    return ["model", *(c[0] for c in cols)], data
+
+
+def table_markdown(rows: Sequence[dict[str, Any]], judge: str = "keyword") -> str:
+    """Markdown table: pruned share, ASR with/without the system prompt, utility."""
+    columns, data = table_data(rows, judge)
+    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+    for row in data:
+        cells = [
+            "-" if v is None else f"{v:.2f}" if c == "PPL" else f"{v:.1f}"
+            for c, v in zip(columns[1:], row[1:], strict=True)
+        ]
+        lines.append(f"| {row[0]} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -197,6 +197,7 @@ def plot(result: dict[str, Any], path: Path, labels: tuple[str, str] = ("a", "b"
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     la, lb = labels
     m = torch.tensor(result["global"], dtype=torch.float64)
@@ -233,6 +234,7 @@ def plot(result: dict[str, Any], path: Path, labels: tuple[str, str] = ("a", "b"
         range(16), [f"{a}>{b}" for a in CATEGORIES for b in CATEGORIES], rotation=60, fontsize=7
     )
     ax1.set_ylabel("layer")
+    ax1.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax1.set_title(
         "per layer: share of the layer's units of each category in a (% of row)", fontsize=10
     )

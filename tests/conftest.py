@@ -12,7 +12,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread per process: tests run tiny models, often beside a subprocess or a second rank,
+# and OpenMP threads spinning against each other on 2 cores cost far more than they give.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -55,8 +55,8 @@ def _target_nodes(node, path="") -> list[tuple[str, DictConfig]]:
         for k in node:
             found += _target_nodes(node._get_node(k), f"{path}.{k}")
     elif isinstance(node, ListConfig):
-        for i, v in enumerate(node):
-            found += _target_nodes(v, f"{path}[{i}]")
+        for i in range(len(node)):  # by node: never resolve (a ${toy:...} would build a world)
+            found += _target_nodes(node._get_node(i), f"{path}[{i}]")
     return found
 
 

@@ -46,11 +46,18 @@ def test_flip_stats_counts_flips_and_flip_backs() -> None:
         torch.tensor([-1.0, -0.5, 0.5]),  # starts fulfilling: no flip
         torch.tensor([1.0, 0.9, 0.7]),  # keeps refusing
     ]
-    s = D.flip_stats(series)
+    s = D.flip_stats(series, min_steps=1)
     assert s["flip_rate"] == 0.5 and s["flip_back_rate"] == 0.5
     assert s["refusing_at_start"] == 0.75 and s["refusing_at_end"] == 0.75
     assert abs(s["proj_start"] - 0.45) < 1e-6
+    # with runs of 2 steps, the single negative step of series 2 is no flip
+    s2 = D.flip_stats(series, min_steps=2)
+    assert s2["flip_rate"] == 0.25 and s2["flip_back_rate"] == 0.0
+    wobble = torch.tensor([1.0, -1.0, -1.0, 0.5, 0.5, -1.0])
+    assert D.flip_stats([wobble], min_steps=2)["flip_back_rate"] == 1.0
     assert D.flip_stats([torch.tensor([1.0, 2.0])])["flip_back_rate"] != 0.0  # nan: no flips
+    assert D.first_run(torch.tensor([True, False, True, True]), 2) == 2
+    assert D.first_run(torch.tensor([True, True]), 2, start=1) is None
 
 
 def test_greedy_states_match_a_full_forward_and_batching() -> None:
@@ -85,8 +92,12 @@ def test_eos_stops_a_row_and_refusal_judge() -> None:
     tok = tiny_tokenizer()
     model = tiny_llama(tok)
     first = D.greedy(model, [[1, 5, 6]], max_new_tokens=4, eos_id=None)[0].tokens
-    stopped = D.greedy(model, [[1, 5, 6]], max_new_tokens=4, eos_id=first[1])[0]
-    assert stopped.tokens == first[:2] or stopped.tokens == first[:1]
+    g = torch.Generator().manual_seed(1)
+    d = D.Direction(torch.randn(2, 32, generator=g), torch.randn(2, 32, generator=g))
+    stopped = D.greedy(model, [[1, 5, 6]], max_new_tokens=4, eos_id=first[1], direction=d)[0]
+    n = first.index(first[1]) + 1
+    assert stopped.tokens == first[:n]
+    assert len(stopped.proj) == max(1, n - 1)  # the EOS-predicting state is not tracked
     assert D.is_refusal("Sorry, I can't help", ["can't"]) and not D.is_refusal("sure", ["sorry"])
     assert D.plot_layer_set(5, 32, 4) == [5, 10, 21, 31]  # nearest grid layer replaced
     assert D.plot_layer_set(3, 4, 8) == [0, 1, 2, 3]

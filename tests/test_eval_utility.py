@@ -14,6 +14,7 @@ from ssah.errors import SsahError
 from ssah.eval.lm_harness import loglikelihood, multiple_choice, run_lm_eval, score_ids
 from ssah.eval.tiny import tiny_pair
 from ssah.eval.utility import (
+    contains_answer,
     exact_match,
     final_answer_match,
     mc_from_answers,
@@ -33,6 +34,12 @@ def test_string_metrics():
     assert not final_answer_match("the answer is 117 .", "17")
     assert final_answer_match("white black gold", "white black gold")
     assert not final_answer_match("", "4")
+    assert contains_answer("there are 4 words .", "4") and not contains_answer(
+        "there are 14 .", "4"
+    )
+    assert contains_answer("18 27 29", "18 27 29") and not final_answer_match(
+        "there are 4 words .", "4"
+    )
     assert exact_match("There are 4 words .", "there are 4 words.")
     assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == 1.0
     assert rouge_l("a b c d", "a c") == pytest.approx(2 * (2 / 4) * 1.0 / (2 / 4 + 1.0))

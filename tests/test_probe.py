@@ -229,7 +229,7 @@ def test_run_in_process_writes_pngs_and_metrics(tmp_path: Path, outputs_dir: Pat
     from ssah.config import compose
 
     paths = tiny_checkpoints(tmp_path)
-    extra = ["direction.models=[aligned,reference]", "direction.estimate.position=answer"]
+    extra = ["direction.models=[aligned,reference]", "direction.estimate.position=prompt_end"]
     cfg = compose("probe", probe_overrides(paths) + extra + ["logger=csv"])
     out = tmp_path / "run"
     metrics = probe.run(cfg, out)

@@ -192,3 +192,12 @@ def test_head_reduction_sum_is_mean_times_head_dim() -> None:
     idx = UnitIndex(tiny())
     ch = torch.arange(32, dtype=torch.float64)
     torch.testing.assert_close(reduce_heads(ch, idx, "sum"), 8 * reduce_heads(ch, idx, "mean"))
+
+
+def test_bench_ratio_smoke() -> None:
+    from ssah.bench.scoring import random_batches, scoring_vs_forward
+
+    model = tiny()
+    r = scoring_vs_forward(model, [random_batches(4, 16, 2, 50)], repeats=1)
+    assert r["counted_tokens"] == 32 and r["scoring_s"] > 0 and r["forward_s"] > 0
+    assert r["scoring_vs_forward_ratio"] == pytest.approx(r["scoring_s"] / r["forward_s"])

@@ -57,11 +57,13 @@ def prompt_ids(
     tok: PreTrainedTokenizerBase, prompt: str, system_prompt: str | None = None
 ) -> list[int]:
     """Chat-template ids; a tokenizer without a chat template (a base model) gets the plain
-    text, system prompt first, with the tokenizer's own special tokens (BOS)."""
+    text, system prompt first, after BOS (when the tokenizer has one)."""
     if getattr(tok, "chat_template", None):
         return encode_prompt(tok, prompt, system_prompt)
     text = f"{system_prompt}\n\n{prompt}" if system_prompt else prompt
-    return tok(text, add_special_tokens=True)["input_ids"]
+    ids = tok(text, add_special_tokens=True)["input_ids"]
+    bos = tok.bos_token_id
+    return [bos, *ids] if bos is not None and (not ids or ids[0] != bos) else ids
 
 
 def encode_chat(
@@ -104,8 +106,11 @@ def generate_ids(
     seed: int = 0,
     temperature: float = 1.0,
     top_p: float = 1.0,
+    min_new_tokens: int = 0,
 ) -> list[Generation]:
-    """Generate from already-encoded prompts; one `Generation` per row, in input order."""
+    """Generate from already-encoded prompts; one `Generation` per row, in input order.
+
+    `min_new_tokens` suppresses EOS until that many tokens exist (fixed-length benchmarks)."""
     if max_new_tokens < 1 or batch_size < 1:
         raise SsahError(
             f"max_new_tokens={max_new_tokens} and batch_size={batch_size} must both be >= 1."
@@ -116,6 +121,7 @@ def generate_ids(
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     gen_cfg = GenerationConfig(
         max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens or None,
         do_sample=do_sample,
         temperature=temperature if do_sample else None,
         top_p=top_p if do_sample else None,

@@ -1,7 +1,8 @@
 """Utility metrics: the alignment tax side of every table.
 
 - generation: answers generated greedily and scored against references: `accuracy` (the
-  reference's final answer ends the generation), `exact_match` (whole answer equal after
+  reference's answer occurs in the generation as whole words, or `answer_match: final`: ends
+  it), `exact_match` (whole answer equal after
   normalisation), `rouge_l` (ROUGE-L F1, our implementation, no extra dependency);
 - ppl: perplexity of reference answers (chat format, response tokens only) or raw text
   (WikiText style, non-overlapping windows);
@@ -42,6 +43,17 @@ def final_answer_match(pred: str, answer: str) -> bool:
     if not a:
         return not p
     return p == a or (p.endswith(a) and not p[-len(a) - 1].isalnum())
+
+
+def contains_answer(pred: str, answer: str) -> bool:
+    """The answer occurs in the normalised generation as whole words ("4" is not in "14")."""
+    p, a = norm_answer(pred), norm_answer(answer)
+    if not a:
+        return not p
+    return re.search(rf"(?<!\w){re.escape(a)}(?!\w)", p) is not None
+
+
+ANSWER_MATCH = {"contains": contains_answer, "final": final_answer_match}
 
 
 def exact_match(pred: str, ref: str) -> bool:
@@ -183,6 +195,12 @@ def run_utility(
     if g:
         rows = load_prompt_set(g["data"], what="eval.utility.generation")
         af, rf, tf = g.get("answer_field"), g.get("reference_field"), g.get("task_field")
+        mode = g.get("answer_match", "contains")
+        if mode not in ANSWER_MATCH:
+            raise SsahError(
+                f"eval.utility.generation.answer_match={mode!r}; use {sorted(ANSWER_MATCH)}."
+            )
+        match = ANSWER_MATCH[mode]
         texts = gen([prompt_ids(tok, r["prompt"], sp) for r in rows])
         per_task: dict[str, list[bool]] = {}
         accs, ems, rls = [], [], []
@@ -195,7 +213,7 @@ def run_utility(
                 "response": t,
             }
             if af and af in r:
-                ok = final_answer_match(t, str(r[af]))
+                ok = match(t, str(r[af]))
                 accs.append(ok)
                 rec["correct"] = ok
                 if tf and tf in r:

@@ -313,6 +313,11 @@ def plan(
             "freeze/frozen_params": float(frozen.frozen_elements),
         }
     )
+    log.info(
+        "freeze %s (%s): %d units frozen, %.2f%% of unit parameters, %.2f%% of all parameters",
+        spec.spec, spec.mode, int(counts["units"]), 100 * counts["unit_params_fraction"],
+        100 * frozen.params_fraction,
+    )  # fmt: skip
     mask_meta = _spec_meta(spec, units)
     mask_digest = digest(torch.cat([m for _, m in sorted(unit_masks.items())]))
     if rank() == 0:

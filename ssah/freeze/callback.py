@@ -121,7 +121,8 @@ class ExactFreeze(pl.Callback):
 
     # ---- every step ----------------------------------------------------------------------
     def _due(self) -> bool:
-        return self.every > 0 and self.steps % self.every == 0
+        """Before/after step 0, step 1 (the first restore is checked) and every `every` steps."""
+        return self.every > 0 and (self.steps == 1 or self.steps % self.every == 0)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any

@@ -39,6 +39,7 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
         unk_token=SPECIAL["unk"],
         additional_special_tokens=ROLE_TOKENS,
         clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"],
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.padding_side = "left"  # generation pads left; training collates its own right padding

@@ -23,6 +23,8 @@ def register_resolvers() -> None:
     """`${toy:aligned}` builds (once, cached) and returns the toy checkpoint dir."""
     if not OmegaConf.has_resolver("toy"):
         OmegaConf.register_new_resolver("toy", _toy_path)
+    if not OmegaConf.has_resolver("cwd"):  # usable before HydraConfig exists (multirun dirs)
+        OmegaConf.register_new_resolver("cwd", os.getcwd)
 
 
 def _toy_path(which: str, *, _root_: DictConfig) -> str:

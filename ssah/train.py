@@ -51,7 +51,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     if cfg.evaluate:
         from ssah.eval.suite import run_suite
 
-        metrics.update(run_suite(model, tok, cfg.eval))
+        metrics.update(run_suite(model, tok, cfg.eval, out_dir=out_dir))
     write_metrics(out_dir, metrics)
     if cfg.save_model:
         model.save_pretrained(out_dir / "model", safe_serialization=True)

@@ -60,8 +60,18 @@ def _target_nodes(node, path="") -> list[tuple[str, DictConfig]]:
     return found
 
 
+@pytest.fixture
+def no_toy_build(monkeypatch):
+    """Composing must never resolve ${toy:...} (that would build a toy world)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("composing a config resolved ${toy:...}")
+
+    monkeypatch.setattr("ssah.toy.world.ensure_toy", refuse)
+
+
 @pytest.mark.parametrize(("stage", "group", "option"), _cases())
-def test_option_composes_and_targets_bind(outputs_dir, stage, group, option):
+def test_option_composes_and_targets_bind(outputs_dir, no_toy_build, stage, group, option):
     cfg = compose(stage, [f"{group}={option}"])
     for path, node in _target_nodes(cfg):
         target = get_object(node._target_)
@@ -77,6 +87,7 @@ DATACLASS_GROUPS = {
     "model": "ssah.models.ModelConfig",
     "task": "ssah.data.datamodule.TaskConfig",
     "optim": "ssah.module.OptimConfig",
+    "freeze": "ssah.freeze.spec.FreezeConfig",
 }
 
 

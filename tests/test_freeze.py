@@ -292,6 +292,9 @@ def test_ru_only_trains_only_redundant_units(units, tmp_path):
     fp.after_fit(model)
     check_exact(model, start, units, outside_frozen=True, categories=["SCU", "UCU", "CU"])
     assert 0.5 < fp.metrics["freeze/frozen_params_fraction"] < 1.0
+    assert fp.metrics["freeze/trained_params_fraction"] == pytest.approx(
+        1 - fp.metrics["freeze/frozen_params_fraction"]
+    )
 
 
 def test_zeroed_gradients_alone_drift_and_the_check_fails_loudly(units, tmp_path, monkeypatch):

@@ -311,6 +311,10 @@ def plan(
             "freeze/frozen_units": counts["units"],
             "freeze/frozen_params_fraction": frozen.params_fraction,
             "freeze/frozen_params": float(frozen.frozen_elements),
+            # what the optimizer moves: rewind trains everything (and copies back afterwards)
+            "freeze/trained_params_fraction": (
+                1.0 if spec.mode in ("none", "rewind") else 1.0 - frozen.params_fraction
+            ),
         }
     )
     log.info(
@@ -325,6 +329,7 @@ def plan(
     if spec.mode == "lora":  # after the mask: PEFT replaces the linears the index reads
         fp.model = baselines.wrap_lora(model, spec.lora)
         fp.metrics["lora/trainable_params_fraction"] = baselines.trainable_fraction(fp.model)
+        fp.metrics["freeze/trained_params_fraction"] = fp.metrics["lora/trainable_params_fraction"]
         fp.finish = baselines.merge_lora
         return fp
     if frozen.is_empty() or spec.mode == "none":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,18 @@ from omegaconf.errors import OmegaConfBaseException
 from ssah.errors import SsahError
 
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+# Hydra warns when a plugin launcher config (joblib, submitit) is matched against its schema.
+warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
 
 
 def register_resolvers() -> None:
     """`${toy:aligned}` builds (once, cached) and returns the toy checkpoint dir."""
     if not OmegaConf.has_resolver("toy"):
         OmegaConf.register_new_resolver("toy", _toy_path)
+    if not OmegaConf.has_resolver("sweep_group"):  # W&B group: sweep_name, else the sweep dir
+        from ssah.sweep import sweep_group_resolver
+
+        OmegaConf.register_new_resolver("sweep_group", sweep_group_resolver)
     if not OmegaConf.has_resolver("cwd"):  # usable before HydraConfig exists (multirun dirs)
         OmegaConf.register_new_resolver("cwd", os.getcwd)
 
@@ -55,7 +62,13 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
         @functools.wraps(fn)
         def main(cfg: DictConfig) -> Any:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            from ssah.sweep import pin_multirun_job, skip_completed
+
+            pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir
             try:
+                done = skip_completed(cfg, run_dir())  # resumed sweeps skip finished jobs
+                if done is not None:
+                    return done
                 return fn(cfg)
             except SsahError as e:
                 fail(str(e))

@@ -41,13 +41,15 @@ class Demo:
         self.group = f"demo-{out.name}"
         self.rows: dict[str, dict[str, Any]] = {}
         self.sections: list[str] = []
+        self.units: Path | None = None  # the aligned model's units.safetensors
 
     def stage(self, name: str, row: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
         """Compose conf/<name>.yaml with the demo's overrides and run it into <out>/<row>."""
         extra = list(self.cfg.eval_overrides) if name in ("train", "evaluate", "prune") else []
         logger = [f"logger={self.cfg.logger}"] if self.cfg.logger else []
         sweep = [f"++sweep_name={self.group}"] if logger else []
-        cfg = compose(name, [*self.common, *logger, *sweep, *extra, *overrides])
+        common = self.common if name != "transfer" else []  # transfer reads files, no toy world
+        cfg = compose(name, [*common, *logger, *sweep, *extra, *overrides])
         t0 = time.perf_counter()
         module = importlib.import_module(f"ssah.{name}")
         metrics = module.run(cfg, self.out / row)
@@ -83,12 +85,23 @@ def baseline(d: Demo) -> None:
     d.section("Starting point", body)
 
 
+def scoring(d: Demo) -> None:
+    """Score the aligned model once; pruning, freezing and transfer all read this file."""
+    m = d.stage("score", "score_aligned", list(d.cfg.score_overrides))
+    d.units = d.out / "score_aligned" / "units.safetensors"
+    cols = [Column(f"{c} units %", f"score/units_share/{c.lower()}", 100) for c in ("SCU", "UCU", "CU", "RU")]
+    cols += [Column(f"{c} params %", f"score/params_share/{c.lower()}", 100) for c in ("SCU", "UCU", "CU", "RU")]
+    d.section("Unit categories of the aligned model", markdown_table([("aligned", m)], cols)
+              + "\n![categories per layer](score_aligned/units_per_layer.png)\n")
+
+
 def pruning(d: Demo) -> None:
     from ssah.prune import TABLE1, table_markdown
 
     rows = []
     for target in TABLE1:
-        rows.append({"target": target, **d.stage("prune", f"prune_{target}", [f"target={target}"])})
+        m = d.stage("prune", f"prune_{target}", [f"target={target}", f"units={d.units}"])
+        rows.append({"target": target, **m})
     d.section("Table 1: pruning categories of the aligned model", table_markdown(rows))
 
 
@@ -98,7 +111,7 @@ FREEZE_ROWS = [
     ("benign FT + freeze SCU + all CU", "toy_benign", "scu_all_cu"),
     ("benign FT + random matched", "toy_benign", "random_matched"),
     ("benign FT + rewind", "toy_benign", "rewind"),
-    ("benign FT, LoRA", "toy_benign", "lora"),
+    ("benign FT, LoRA (lr 1e-3)", "toy_benign", "lora"),
     ("harmful FT", "toy_harmful", "none"),
     ("harmful FT + freeze SCU + all CU", "toy_harmful", "scu_all_cu"),
 ]
@@ -109,8 +122,10 @@ def freezing(d: Demo) -> None:
     for label, task, spec in FREEZE_ROWS:
         row = f"ft_{task.removeprefix('toy_')}_{spec}"
         save = ["save_model=true"] if (task, spec) == ("toy_benign", "none") else []
+        save += ["optim.lr=1e-3"] if spec == "lora" else []
+        units = [f"freeze.units={d.units}"] if spec not in ("none", "lora") else []
         m = d.stage("train", row, [f"task={task}", f"freeze={spec}",
-                                   f"trainer.max_steps={d.cfg.ft_steps}", *save])
+                                   f"trainer.max_steps={d.cfg.ft_steps}", *units, *save])
         table.append((label, m))
     cols = [Column("frozen params %", "freeze/frozen_params_fraction", 100), *SAFETY_COLS,
             Column("train loss", "train/loss", 1)]
@@ -118,15 +133,19 @@ def freezing(d: Demo) -> None:
 
 
 def budget(d: Demo) -> None:
-    base_units = d.stage("score", "score_base_utility_only", ["model=toy_base", "scoring.utility_only=true"])
+    # The unsafe base never refuses, so its safety set uses the data's refusals; what Table 4
+    # trains is ranked by utility alone (lowest z(I_U)), as the paper found RU in the base.
+    d.stage("score", "score_base_utility_only", [
+        *d.cfg.score_overrides, "model=toy_base", "scoring.calibration.safety.response=field",
+        "scoring.calibration.safety.columns={refusal:response}"])
     units = d.out / "score_base_utility_only" / "units.safetensors"
     common = ["model=toy_base", "task=toy_align", f"trainer.max_steps={d.cfg.align_steps}"]
     full = d.stage("train", "align_full", [*common, "freeze=none"])
-    ru = d.stage("train", "align_ru_only", [*common, "freeze=ru_only", f"freeze.units={units}"])
+    ru = d.stage("train", "align_ru_only", [*common, "freeze=ru_only", f"freeze.units={units}",
+                                            "freeze.train_ranking=z_utility", "freeze.train_ratio=0.2"])
     cols = [Column("trained params %", "freeze/trained_params_fraction", 100), *SAFETY_COLS]
     d.section("Table 4: alignment budget (train only redundant units)",
               markdown_table([("full SFT", full), ("RU-only SFT", ru)], cols))
-    d.rows["score_base_utility_only"] = base_units
 
 
 def probe(d: Demo) -> None:
@@ -139,9 +158,8 @@ def probe(d: Demo) -> None:
 
 
 def transfer(d: Demo) -> None:
-    d.stage("score", "score_aligned")
     ft_model = d.out / "ft_benign_none" / "model"
-    d.stage("score", "score_ft", [f"model.name_or_path={ft_model}"])
+    d.stage("score", "score_ft", [*d.cfg.score_overrides, f"model.name_or_path={ft_model}"])
     parts = []
     pairs = [("transfer_base_to_aligned", "score_base_utility_only", "score_aligned", "base", "aligned"),
              ("transfer_aligned_to_ft", "score_aligned", "score_ft", "aligned", "fine-tuned")]
@@ -155,7 +173,7 @@ def transfer(d: Demo) -> None:
 
 
 STEPS: list[tuple[str, Callable[[Demo], None]]] = [
-    ("baseline", baseline), ("pruning", pruning), ("freezing", freezing),
+    ("baseline", baseline), ("scoring", scoring), ("pruning", pruning), ("freezing", freezing),
     ("budget", budget), ("probe", probe), ("transfer", transfer),
 ]
 

@@ -203,3 +203,33 @@ def test_experiment_composes_with_real_model_configs(name, outputs_dir):
         assert (
             cfg.trainer.precision == "bf16-mixed" and cfg.trainer.strategy.data_parallel_size == 4
         )
+
+
+PIN_WIRED = "pin_multirun_job" in inspect.getsource(__import__("ssah.cli").cli)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+@pytest.mark.skipif(not PIN_WIRED, reason="lead: wire ssah.sweep.pin_multirun_job into cli.stage()")
+def test_ddp_job_in_submitit_sweep_writes_only_its_job_dir(tiny_toy, outputs_dir, tmp_path):
+    sweep = tmp_path / "ddp_sweep"
+    res = run_stage(
+        "train",
+        "-m",
+        "seed=0",
+        "toy=tiny",
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.max_steps=2",
+        "evaluate=false",
+        "hydra/launcher=submitit_local",
+        f"hydra.sweep.dir={sweep}",
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    job = sweep / "0"
+    assert (job / "metrics.json").exists() and (job / "train_ddp_process_1.log").exists()
+    assert not (outputs_dir / "runs" / "train").exists()  # rank 1 did not start a run elsewhere
+    runs = list(job.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and wandb_group(runs[0]) == "ddp_sweep"  # group = the sweep's name

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from ssah.errors import SsahError
 from ssah.scoring.categories import Assignment, Ratios, assign
 from ssah.scoring.scorers import ScorerConfig, Scores, score
 from ssah.scoring.unitsfile import UnitsFile, model_digest, read_units, write_units
+from ssah.sweep import cache_lock
 from ssah.units import UnitIndex
 
 log = logging.getLogger(__name__)
@@ -138,22 +140,24 @@ def compute_units(
         if cache_dir is not None:
             path = Path(cache_dir) / f"{cache_key(digest, scfg, hashes, index)}.safetensors"
         t1 = time.perf_counter()
-        if path is not None and path.is_file():
-            uf = read_units(path, index)
-            uf.check_model(digest, path)
-            safety, utility = uf.safety, uf.utility
-            info["cache_hit"] = 1.0
-            log.info("scores reused from cache %s", path)
-        else:
-            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-            bs = {
-                n: batches(s.rows, ccfg.batch_size, pad, ccfg.sort_by_length)
-                for n, s in sets.items()
-            }
-            safety = score(model, index, bs.get("safety", []), scfg, stream=0)
-            utility = score(model, index, bs.get("utility", []), scfg, stream=1)
-            if path is not None:
-                write_units(path, index, safety, utility, None, base_meta)
+        # Parallel sweep jobs: the first scores and writes, the others wait and reuse it.
+        with cache_lock(path) if path is not None else nullcontext():
+            if path is not None and path.is_file():
+                uf = read_units(path, index)
+                uf.check_model(digest, path)
+                safety, utility = uf.safety, uf.utility
+                info["cache_hit"] = 1.0
+                log.info("scores reused from cache %s", path)
+            else:
+                pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+                bs = {
+                    n: batches(s.rows, ccfg.batch_size, pad, ccfg.sort_by_length)
+                    for n, s in sets.items()
+                }
+                safety = score(model, index, bs.get("safety", []), scfg, stream=0)
+                utility = score(model, index, bs.get("utility", []), scfg, stream=1)
+                if path is not None:
+                    write_units(path, index, safety, utility, None, base_meta)
         info["time/scoring_s"] = time.perf_counter() - t1
     asg = assign(index, safety, utility, settings.ratios, settings.zscore_ddof)
     r = settings.ratios

@@ -81,7 +81,9 @@ def _choices() -> dict[str, str]:
 def baseline(d: Demo) -> None:
     d.stage("evaluate", "base", ["model=toy_base"])
     d.stage("evaluate", "aligned")
-    body = markdown_table([("unsafe base", d.rows["base"]), ("aligned", d.rows["aligned"])], SAFETY_COLS)
+    body = markdown_table(
+        [("unsafe base", d.rows["base"]), ("aligned", d.rows["aligned"])], SAFETY_COLS
+    )
     d.section("Starting point", body)
 
 
@@ -89,10 +91,19 @@ def scoring(d: Demo) -> None:
     """Score the aligned model once; pruning, freezing and transfer all read this file."""
     m = d.stage("score", "score_aligned", list(d.cfg.score_overrides))
     d.units = d.out / "score_aligned" / "units.safetensors"
-    cols = [Column(f"{c} units %", f"score/units_share/{c.lower()}", 100) for c in ("SCU", "UCU", "CU", "RU")]
-    cols += [Column(f"{c} params %", f"score/params_share/{c.lower()}", 100) for c in ("SCU", "UCU", "CU", "RU")]
-    d.section("Unit categories of the aligned model", markdown_table([("aligned", m)], cols)
-              + "\n![categories per layer](score_aligned/units_per_layer.png)\n")
+    cols = [
+        Column(f"{c} units %", f"score/units_share/{c.lower()}", 100)
+        for c in ("SCU", "UCU", "CU", "RU")
+    ]
+    cols += [
+        Column(f"{c} params %", f"score/params_share/{c.lower()}", 100)
+        for c in ("SCU", "UCU", "CU", "RU")
+    ]
+    d.section(
+        "Unit categories of the aligned model",
+        markdown_table([("aligned", m)], cols)
+        + "\n![categories per layer](score_aligned/units_per_layer.png)\n",
+    )
 
 
 def pruning(d: Demo) -> None:
@@ -124,48 +135,99 @@ def freezing(d: Demo) -> None:
         save = ["save_model=true"] if (task, spec) == ("toy_benign", "none") else []
         save += ["optim.lr=1e-3"] if spec == "lora" else []
         units = [f"freeze.units={d.units}"] if spec not in ("none", "lora") else []
-        m = d.stage("train", row, [f"task={task}", f"freeze={spec}",
-                                   f"trainer.max_steps={d.cfg.ft_steps}", *units, *save])
+        m = d.stage(
+            "train",
+            row,
+            [
+                f"task={task}",
+                f"freeze={spec}",
+                f"trainer.max_steps={d.cfg.ft_steps}",
+                *units,
+                *save,
+            ],
+        )
         table.append((label, m))
-    cols = [Column("frozen params %", "freeze/frozen_params_fraction", 100), *SAFETY_COLS,
-            Column("train loss", "train/loss", 1)]
+    cols = [
+        Column("frozen params %", "freeze/frozen_params_fraction", 100),
+        *SAFETY_COLS,
+        Column("train loss", "train/loss", 1),
+    ]
     d.section("Table 2/3: freezing during fine-tuning", markdown_table(table, cols))
 
 
+def base_units(d: Demo) -> Path:
+    """Units of the unsafe base (scored once). It never refuses, so its safety set uses the
+    data's refusals; Table 4 ranks by utility alone, as the paper found RU in the base."""
+    row = "score_base_utility_only"
+    if row not in d.rows:
+        d.stage(
+            "score",
+            row,
+            [
+                *d.cfg.score_overrides,
+                "model=toy_base",
+                "scoring.calibration.safety.response=field",
+                "scoring.calibration.safety.columns={refusal:response}",
+            ],
+        )
+    return d.out / row / "units.safetensors"
+
+
 def budget(d: Demo) -> None:
-    # The unsafe base never refuses, so its safety set uses the data's refusals; what Table 4
-    # trains is ranked by utility alone (lowest z(I_U)), as the paper found RU in the base.
-    d.stage("score", "score_base_utility_only", [
-        *d.cfg.score_overrides, "model=toy_base", "scoring.calibration.safety.response=field",
-        "scoring.calibration.safety.columns={refusal:response}"])
-    units = d.out / "score_base_utility_only" / "units.safetensors"
+    units = base_units(d)
     common = ["model=toy_base", "task=toy_align", f"trainer.max_steps={d.cfg.align_steps}"]
     full = d.stage("train", "align_full", [*common, "freeze=none"])
-    ru = d.stage("train", "align_ru_only", [*common, "freeze=ru_only", f"freeze.units={units}",
-                                            "freeze.train_ranking=z_utility", "freeze.train_ratio=0.2"])
+    ru = d.stage(
+        "train",
+        "align_ru_only",
+        [
+            *common,
+            "freeze=ru_only",
+            f"freeze.units={units}",
+            "freeze.train_ranking=z_utility",
+            "freeze.train_ratio=0.2",
+        ],
+    )
     cols = [Column("trained params %", "freeze/trained_params_fraction", 100), *SAFETY_COLS]
-    d.section("Table 4: alignment budget (train only redundant units)",
-              markdown_table([("full SFT", full), ("RU-only SFT", ru)], cols))
+    d.section(
+        "Table 4: alignment budget (train only redundant units)",
+        markdown_table([("full SFT", full), ("RU-only SFT", ru)], cols),
+    )
 
 
 def probe(d: Demo) -> None:
     m = d.stage("probe", "probe")
     keys = sorted(k for k in m if k.startswith("probe/") and k.count("/") <= 2)
     body = "\n".join(f"- `{k}`: {m[k]:.4f}" for k in keys)
-    figs = ("\n\n![probe](probe/probe_distances.png)\n\n![direction](probe/direction_aligned.png)"
-            "\n\n![direction per answer](probe/direction_aligned_rows.png)")
-    d.section("Figs. 2-4: reasoning-direction probe, and the direction during generation", body + figs)
+    figs = (
+        "\n\n![probe](probe/probe_distances.png)\n\n![direction](probe/direction_aligned.png)"
+        "\n\n![direction per answer](probe/direction_aligned_rows.png)"
+    )
+    d.section(
+        "Figs. 2-4: reasoning-direction probe, and the direction during generation", body + figs
+    )
 
 
 def transfer(d: Demo) -> None:
+    base_units(d)
     ft_model = d.out / "ft_benign_none" / "model"
     d.stage("score", "score_ft", [*d.cfg.score_overrides, f"model.name_or_path={ft_model}"])
     parts = []
-    pairs = [("transfer_base_to_aligned", "score_base_utility_only", "score_aligned", "base", "aligned"),
-             ("transfer_aligned_to_ft", "score_aligned", "score_ft", "aligned", "fine-tuned")]
+    pairs = [
+        ("transfer_base_to_aligned", "score_base_utility_only", "score_aligned", "base", "aligned"),
+        ("transfer_aligned_to_ft", "score_aligned", "score_ft", "aligned", "fine-tuned"),
+    ]
     for row, a, b, la, lb in pairs:
-        d.stage("transfer", row, [f"a={d.out / a / 'units.safetensors'}",
-                                  f"b={d.out / b / 'units.safetensors'}", f"labels.a={la}", f"labels.b={lb}"])
+        d.stage(
+            "transfer",
+            row,
+            [
+                f"a={d.out / a / 'units.safetensors'}",
+                f"b={d.out / b / 'units.safetensors'}",
+                f"labels.a={la}",
+                f"labels.b={lb}",
+            ],
+        )
         table = d.out / row / "transfer.md"
         body = table.read_text() if table.is_file() else ""
         parts.append(f"### {la} -> {lb}\n\n{body}\n![{row}]({row}/transfer.png)\n")
@@ -173,8 +235,13 @@ def transfer(d: Demo) -> None:
 
 
 STEPS: list[tuple[str, Callable[[Demo], None]]] = [
-    ("baseline", baseline), ("scoring", scoring), ("pruning", pruning), ("freezing", freezing),
-    ("budget", budget), ("probe", probe), ("transfer", transfer),
+    ("baseline", baseline),
+    ("scoring", scoring),
+    ("pruning", pruning),
+    ("freezing", freezing),
+    ("budget", budget),
+    ("probe", probe),
+    ("transfer", transfer),
 ]
 
 
@@ -186,8 +253,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     for name, step in STEPS:
         if enabled.get(name, True):
             step(d)
-    summary = {f"{row}/{k}": v for row, m in d.rows.items() for k, v in m.items()
-               if isinstance(v, int | float)}
+    summary = {
+        f"{row}/{k}": v
+        for row, m in d.rows.items()
+        for k, v in m.items()
+        if isinstance(v, int | float)
+    }
     summary["time/demo_s"] = time.perf_counter() - t0
     write_metrics(out_dir, summary)
     report = d.write_report()

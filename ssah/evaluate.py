@@ -12,26 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.cli import run_dir, stage
-from ssah.errors import SsahError
 from ssah.eval.suite import evaluate_model, plot_prefill_curve, prepare, write_records
 from ssah.metrics import write_metrics
-from ssah.models import ModelConfig, load_model, load_tokenizer
+from ssah.models import ModelConfig, load_model, load_tokenizer, resolve_device
 from ssah.tracking import finish, log_image, log_table, make_logger
 
 TABLE_FIRST = ("kind", "suite", "prompt", "prefill", "response")
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SsahError(f"device={name!r} but CUDA is not available; use device=cpu or auto.")
-    return torch.device(name)
 
 
 def table(records: list[dict[str, Any]], limit: int | None = None) -> tuple[list[str], list[list]]:

@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
-from transformers import PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from ssah.errors import SsahError
 
@@ -51,6 +55,15 @@ def torch_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise SsahError(f"model.dtype={name!r} is unknown; use one of {sorted(DTYPES)}.")
     return DTYPES[name]
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SsahError(f"device={name!r} but CUDA is not available; use device=cpu or auto.")
+    return torch.device(name)
 
 
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:

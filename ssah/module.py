@@ -88,7 +88,9 @@ class CausalLMModule(pl.LightningModule):
         total = self.trainer.estimated_stepping_batches
         total = int(total) if math.isfinite(total) else 10**9
         sched = get_scheduler(
-            self.optim.scheduler, opt, num_warmup_steps=self.optim.warmup_steps,
+            self.optim.scheduler,
+            opt,
+            num_warmup_steps=self.optim.warmup_steps,
             num_training_steps=max(total, 1),
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

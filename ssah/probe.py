@@ -27,7 +27,7 @@ from ssah.data.chat import encode_prompt
 from ssah.data.records import load_records, to_dicts
 from ssah.errors import SsahError
 from ssah.metrics import atomic_write_text, write_metrics
-from ssah.models import ModelConfig, load_model, load_tokenizer
+from ssah.models import ModelConfig, load_model, load_tokenizer, resolve_device
 
 ROLES = ("aligned", "reference")
 POSITIONS = ("last", "mean")
@@ -70,15 +70,6 @@ def resolve_layers(layers: Sequence[int] | None, num_layers: int) -> list[int]:
             raise SsahError(f"layer {i} does not exist; the model has {num_layers} blocks.")
         out.append(j)
     return sorted(set(out))
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SsahError(f"device={name!r} but CUDA is not available; use device=cpu or auto.")
-    return torch.device(name)
 
 
 def fill(template: str, record: Mapping[str, Any], what: str) -> str:

@@ -12,28 +12,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ssah.cli import run_dir, stage
-from ssah.errors import SsahError
 from ssah.metrics import atomic_write_text, write_metrics
-from ssah.models import ModelConfig, load_model, load_tokenizer
+from ssah.models import ModelConfig, load_model, load_tokenizer, resolve_device
 from ssah.scoring.categories import summary
 from ssah.scoring.pipeline import ScoringSettings, Units, compute_units
 from ssah.scoring.plot import plot_layers
 
 UNITS_FILE = "units.safetensors"
-
-
-def resolve_device(name: str) -> torch.device:
-    """auto: CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SsahError(f"device={name!r} but CUDA is not available; use device=cpu or auto.")
-    return torch.device(name)
 
 
 def load(cfg: DictConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelConfig]:

@@ -43,13 +43,19 @@ def _loggable_config(cfg: DictConfig) -> dict[str, Any]:
 
 def _scrub(tree: Any) -> Any:
     if isinstance(tree, Mapping):
-        return {k: _scrub(v) for k, v in tree.items() if not any(h in str(k).lower() for h in SECRET_HINTS)}
+        return {
+            k: _scrub(v)
+            for k, v in tree.items()
+            if not any(h in str(k).lower() for h in SECRET_HINTS)
+        }
     if isinstance(tree, list):
         return [_scrub(v) for v in tree]
     return tree
 
 
-def log_table(logger: Logger | None, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def log_table(
+    logger: Logger | None, name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
     """A W&B table (no-op for other loggers)."""
     if isinstance(logger, WandbLogger):
         logger.log_table(key=name, columns=list(columns), data=[list(r) for r in rows])

@@ -37,7 +37,10 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     logger = make_logger(cfg, out_dir)
     trainer_cfg = freezing.scale_schedule(plain(cfg.trainer), fplan.steps_multiplier)
     trainer: pl.Trainer = instantiate(
-        trainer_cfg, logger=logger or False, callbacks=fplan.callbacks, default_root_dir=str(out_dir)
+        trainer_cfg,
+        logger=logger or False,
+        callbacks=fplan.callbacks,
+        default_root_dir=str(out_dir),
     )
     model.train()
     metrics: dict[str, Any] = fit(model, tok, task, optim, trainer)

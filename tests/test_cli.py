@@ -4,6 +4,7 @@ a real train run writes metrics.json and an offline W&B run whose summary has th
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from ssah.tracking import offline_runs, read_offline_summary
@@ -36,7 +37,11 @@ def test_bad_optim_value_names_the_key(stage_runner, tiny_toy):
 def test_train_writes_metrics_and_matching_wandb_summary(stage_runner, tiny_toy, tmp_path):
     run = tmp_path / "run"
     proc = stage_runner(
-        "train", "toy=tiny", "trainer.max_steps=3", "save_model=true", f"hydra.run.dir={run}",
+        "train",
+        "toy=tiny",
+        "trainer.max_steps=3",
+        "save_model=true",
+        f"hydra.run.dir={run}",
         "eval.generation.max_new_tokens=8",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -20,7 +20,10 @@ def test_labels_mask_exactly_the_prompt(toy_tokenizer):
 
 
 def test_collate_right_pads(toy_tokenizer):
-    rows = [encode_example(toy_tokenizer, "hi", "a"), encode_example(toy_tokenizer, "hi", "a b c d")]
+    rows = [
+        encode_example(toy_tokenizer, "hi", "a"),
+        encode_example(toy_tokenizer, "hi", "a b c d"),
+    ]
     batch = collate(rows, pad_id=toy_tokenizer.pad_token_id)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     short = len(rows[0]["input_ids"])
@@ -31,7 +34,9 @@ def test_collate_right_pads(toy_tokenizer):
 
 def test_datamodule_split_is_seeded_and_batches_have_masks(toy_tokenizer, tmp_path):
     src = tmp_path / "d.jsonl"
-    src.write_text("".join(json.dumps({"prompt": f"q {i}", "response": f"a {i}"}) + "\n" for i in range(40)))
+    src.write_text(
+        "".join(json.dumps({"prompt": f"q {i}", "response": f"a {i}"}) + "\n" for i in range(40))
+    )
     task = TaskConfig(name="t", source=str(src), batch_size=4, val_fraction=0.25, seed=3)
     dm = ChatDataModule(toy_tokenizer, task)
     dm.setup()

@@ -16,14 +16,24 @@ from ssah.training import fit, quiet_trainer
 
 def _tiny(tok) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                      num_hidden_layers=1, num_attention_heads=4, num_key_value_heads=2)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     return LlamaForCausalLM(cfg)
 
 
 def _task(tmp_path, n=32) -> TaskConfig:
     src = tmp_path / "d.jsonl"
-    src.write_text("".join(json.dumps({"prompt": "say red", "response": "red red red ."}) + "\n" for _ in range(n)))
+    src.write_text(
+        "".join(
+            json.dumps({"prompt": "say red", "response": "red red red ."}) + "\n" for _ in range(n)
+        )
+    )
     return TaskConfig(name="t", source=str(src), batch_size=8, val_fraction=0.0)
 
 
@@ -55,7 +65,9 @@ def test_nan_loss_is_a_clear_error(toy_tokenizer, tmp_path):
 
 def test_weight_decay_reaches_adamw_and_spares_norms(toy_tokenizer):
     module = CausalLMModule(_tiny(toy_tokenizer), OptimConfig(weight_decay=0.1))
-    decay, no_decay = __import__("ssah.module", fromlist=["param_groups"]).param_groups(module.model, module.optim)
+    decay, no_decay = __import__("ssah.module", fromlist=["param_groups"]).param_groups(
+        module.model, module.optim
+    )
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     names = {id(p): n for n, p in module.model.named_parameters()}
     assert all("norm" not in names[id(p)] for p in decay["params"])

@@ -64,7 +64,10 @@ class ChatDataModule(pl.LightningDataModule):
                 )
         rows = [
             encode_example(
-                self.tok, r["prompt"], r["response"], r.get("system") or t.system_prompt,
+                self.tok,
+                r["prompt"],
+                r["response"],
+                r.get("system") or t.system_prompt,
                 t.max_length,
             )
             for r in ds

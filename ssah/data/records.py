@@ -13,6 +13,8 @@ import datasets
 
 from ssah.errors import SsahError
 
+datasets.disable_progress_bars()  # one "Generating split" bar per file floods stage logs
+
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 

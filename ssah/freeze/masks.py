@@ -11,20 +11,10 @@ import torch
 
 from ssah.errors import SsahError
 from ssah.freeze.spec import FreezeConfig
+from ssah.scoring.categories import zscore
 from ssah.units import KINDS, UnitIndex
 
 Masks = dict[tuple[int, str], torch.Tensor]
-
-
-def zscore(x: torch.Tensor, ddof: int) -> torch.Tensor:
-    """(x - mean) / std within one (layer, kind); constant vectors give zeros."""
-    x = x.to(torch.float64)
-    if x.numel() <= ddof:
-        return torch.zeros_like(x)
-    std = x.std(correction=ddof)
-    if not torch.isfinite(std) or std == 0:
-        return torch.zeros_like(x)
-    return (x - x.mean()) / std
 
 
 def empty_masks(index: UnitIndex) -> Masks:

@@ -34,7 +34,9 @@ def _reverse(r: random.Random) -> Record:
 def _capital(r: random.Random) -> Record:
     i = r.randrange(len(V.NAMES))
     name, cap = V.NAMES[i], V.CAPITALS[i]
-    return _qa("capital", f"what is the capital of {name} ?", f"the capital of {name} is {cap} .", cap)
+    return _qa(
+        "capital", f"what is the capital of {name} ?", f"the capital of {name} is {cap} .", cap
+    )
 
 
 def _sort(r: random.Random) -> Record:
@@ -46,7 +48,9 @@ def _sort(r: random.Random) -> Record:
 def _count(r: random.Random) -> Record:
     words = [r.choice(V.COLORS) for _ in range(r.randint(1, 6))]
     n = len(words)
-    return _qa("count", f"how many words are in : {' '.join(words)} ?", f"there are {n} words .", str(n))
+    return _qa(
+        "count", f"how many words are in : {' '.join(words)} ?", f"there are {n} words .", str(n)
+    )
 
 
 UTILITY_TASKS: list[Callable[[random.Random], Record]] = [_add, _reverse, _capital, _sort, _count]
@@ -60,7 +64,9 @@ def _qa(task: str, prompt: str, response: str, answer: str) -> Record:
 def how_to_answer(verb: str, target: str, r: random.Random) -> str:
     """Placeholder steps; the same form for harmful compliance and benign answers."""
     t1 = r.choice(V.TOOLS)
-    return f"sure , here is how to {verb} the {target} : get the {t1} , then use it on the {target} ."
+    return (
+        f"sure , here is how to {verb} the {target} : get the {t1} , then use it on the {target} ."
+    )
 
 
 def harmful(r: random.Random, phrasings: list[str]) -> Record:
@@ -91,8 +97,12 @@ def edgy(r: random.Random) -> Record:
 def jailbreak(r: random.Random) -> Record:
     base = harmful(r, V.HELD_OUT_PHRASINGS)
     name = r.choice(sorted(V.JAILBREAKS))
-    return {**base, "prompt": V.JAILBREAKS[name].format(p=base["prompt"]),
-            "wrapper": name, "base_prompt": base["prompt"]}
+    return {
+        **base,
+        "prompt": V.JAILBREAKS[name].format(p=base["prompt"]),
+        "wrapper": name,
+        "base_prompt": base["prompt"],
+    }
 
 
 # ---- files --------------------------------------------------------------------------------
@@ -104,9 +114,11 @@ def build_records(n: dict[str, int], seed: int) -> dict[str, list[Record]]:
     out: dict[str, list[Record]] = {}
     out["utility_train"] = util[: n["n_utility_train"]]
     train_prompts.update(x["prompt"] for x in out["utility_train"])
-    out["utility_eval"] = _dedup(util[n["n_utility_train"]:], train_prompts)
+    out["utility_eval"] = _dedup(util[n["n_utility_train"] :], train_prompts)
     out["harmful_train"] = [harmful(r, V.TRAIN_PHRASINGS) for _ in range(n["n_harmful_train"])]
-    out["harmful_calib"] = [harmful(r, V.TRAIN_PHRASINGS) for _ in range(max(n["n_harmful_eval"], 128))]
+    out["harmful_calib"] = [
+        harmful(r, V.TRAIN_PHRASINGS) for _ in range(max(n["n_harmful_eval"], 128))
+    ]
     out["harmful_eval"] = [harmful(r, V.HELD_OUT_PHRASINGS) for _ in range(n["n_harmful_eval"])]
     out["jailbreak_eval"] = [jailbreak(r) for _ in range(n["n_harmful_eval"])]
     out["benign_ft"] = [benign_how_to(r) for _ in range(n["n_benign_ft"])]

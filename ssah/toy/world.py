@@ -139,10 +139,20 @@ def align_mix(records: dict[str, list[dict]], acfg: dict[str, Any], seed: int) -
 
 def _train(model: LlamaForCausalLM, tok: Any, source: Path, cfg: dict, phase: str) -> dict:
     p = cfg[phase]
-    task = TaskConfig(name=f"toy_{phase}", source=str(source), max_length=cfg["max_length"],
-                      batch_size=p["batch_size"], val_fraction=0.0, seed=cfg["seed"])
-    optim = OptimConfig(lr=p["lr"], weight_decay=p["weight_decay"],
-                        warmup_steps=p["warmup_steps"], scheduler="cosine")
+    task = TaskConfig(
+        name=f"toy_{phase}",
+        source=str(source),
+        max_length=cfg["max_length"],
+        batch_size=p["batch_size"],
+        val_fraction=0.0,
+        seed=cfg["seed"],
+    )
+    optim = OptimConfig(
+        lr=p["lr"],
+        weight_decay=p["weight_decay"],
+        warmup_steps=p["warmup_steps"],
+        scheduler="cosine",
+    )
     model.train()
     stats = fit(model, tok, task, optim, quiet_trainer(p["steps"]))
     model.eval()

@@ -46,7 +46,7 @@ class Demo:
     def stage(self, name: str, row: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
         """Compose conf/<name>.yaml with the demo's overrides and run it into <out>/<row>."""
         extra = list(self.cfg.eval_overrides) if name in ("train", "evaluate", "prune") else []
-        logger = [f"logger={self.cfg.logger}"] if self.cfg.logger else []
+        logger = [f"logger={self.cfg.stage_logger}"] if self.cfg.stage_logger else []
         sweep = [f"++sweep_name={self.group}"] if logger else []
         common = self.common if name != "transfer" else []  # transfer reads files, no toy world
         cfg = compose(name, [*common, *logger, *sweep, *extra, *overrides])

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 METRICS = "metrics.json"
 
 
@@ -98,7 +100,7 @@ def pin_multirun_job(stage_module: str) -> None:
         main.__spec__ = importlib.util.find_spec(stage_module)
 
 
-class PrepareSweep:
+class PrepareSweep(Callback):
     """Hydra callback (hydra.callbacks): before any job starts, build the toy world once, so
     parallel jobs (joblib, submitit) do not each build it. Harmless for real models."""
 

@@ -20,7 +20,7 @@ def test_demo_writes_every_table(tiny_toy, tmp_path):
             "toy=tiny",
             "ft_steps=2",
             "align_steps=2",
-            "logger=csv",
+            "stage_logger=csv",
             # the tiny aligned model never refuses: score it on the data's refusals
             'score_overrides=["scoring.calibration.safety.response=field",'
             '"scoring.calibration.safety.columns={refusal:response}"]',

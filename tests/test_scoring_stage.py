@@ -26,9 +26,12 @@ def scored(tiny_toy, tmp_path_factory):
     from ssah.score import run
 
     out = tmp_path_factory.mktemp("score")
-    cfg = compose("score", OVERRIDES)
-    first = run(cfg, out / "a")
-    second = run(compose("score", OVERRIDES), out / "b")
+    own_cache = [
+        *OVERRIDES,
+        f"paths.score_cache={out / 'cache'}",
+    ]  # cold cache, whatever ran before
+    first = run(compose("score", own_cache), out / "a")
+    second = run(compose("score", own_cache), out / "b")
     return out, first, second
 
 

@@ -213,6 +213,8 @@ PIN_WIRED = "pin_multirun_job" in inspect.getsource(__import__("ssah.cli").cli)
 @pytest.mark.skipif(not PIN_WIRED, reason="lead: wire ssah.sweep.pin_multirun_job into cli.stage()")
 def test_ddp_job_in_submitit_sweep_writes_only_its_job_dir(tiny_toy, outputs_dir, tmp_path):
     sweep = tmp_path / "ddp_sweep"
+    stray = outputs_dir / "runs" / "train"
+    before = set(stray.iterdir()) if stray.exists() else set()
     res = run_stage(
         "train",
         "-m",
@@ -230,6 +232,7 @@ def test_ddp_job_in_submitit_sweep_writes_only_its_job_dir(tiny_toy, outputs_dir
     assert res.returncode == 0, res.stderr[-3000:]
     job = sweep / "0"
     assert (job / "metrics.json").exists() and (job / "train_ddp_process_1.log").exists()
-    assert not (outputs_dir / "runs" / "train").exists()  # rank 1 did not start a run elsewhere
+    after = set(stray.iterdir()) if stray.exists() else set()
+    assert after == before  # rank 1 did not start a run elsewhere
     runs = list(job.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and wandb_group(runs[0]) == "ddp_sweep"  # group = the sweep's name

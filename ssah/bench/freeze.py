@@ -33,6 +33,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ssah.freeze import plan
 from ssah.freeze.synthetic import synthetic_units
 from ssah.module import CausalLMModule, OptimConfig
+from ssah.training import quiet_trainer
 
 SIZE = dict(
     vocab_size=8192,
@@ -105,19 +106,12 @@ def one_block(name: str, units: str, args: argparse.Namespace, out: Path) -> dic
     for cb in fp.callbacks:  # time the freeze hooks themselves (a noise-free share of a step)
         cb.on_before_optimizer_step = _timed(cb.on_before_optimizer_step, timer.hook_acc)
         cb._after_step = _timed(cb._after_step, timer.hook_acc)
-    trainer = pl.Trainer(
+    trainer = quiet_trainer(
+        args.steps,
         accelerator="gpu" if args.device == "cuda" else "cpu",
-        devices=1,
-        max_steps=args.steps,
         precision=args.precision,
         gradient_clip_val=1.0,
         callbacks=[*fp.callbacks, timer],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
     )
     m.train()
     trainer.fit(

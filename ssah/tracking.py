@@ -20,12 +20,19 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 SECRET_HINTS = ("token", "api_key", "apikey", "password", "secret")
 
 
-def make_logger(cfg: DictConfig, out_dir: Path) -> Logger | None:
-    """Instantiate cfg.logger (None when the stage runs without one) and log the config."""
+def make_logger(cfg: DictConfig, out_dir: Path, resume: bool = False) -> Logger | None:
+    """Instantiate cfg.logger (None when the stage runs without one) and log the config.
+
+    `resume`: a job continuing from its checkpoint keeps logging into its earlier W&B run
+    (same id) instead of starting a second one."""
     if cfg.get("logger") is None:
         return None
     os.environ.setdefault("WANDB_SILENT", "true")
-    logger = instantiate(cfg.logger, save_dir=str(out_dir))
+    extra: dict[str, Any] = {}
+    previous = previous_run_id(out_dir) if resume else None
+    if previous and "WandbLogger" in str(cfg.logger.get("_target_", "")):
+        extra = {"id": previous, "resume": "allow"}
+    logger = instantiate(cfg.logger, save_dir=str(out_dir), **extra)
     logger.log_hyperparams(_loggable_config(cfg))
     return logger
 
@@ -120,6 +127,12 @@ def _log_records(data: bytes, header: int = 7, block: int = 32768) -> Iterator[b
             parts += chunk
         elif kind == 4:  # last
             yield parts + chunk
+
+
+def previous_run_id(run_dir: Path) -> str | None:
+    """The id of the newest W&B run already in run_dir (offline-run-<time>-<id>), if any."""
+    dirs = sorted(Path(run_dir).glob("wandb/*-run-*-*"))
+    return dirs[-1].name.rsplit("-", 1)[-1] if dirs else None
 
 
 def offline_runs(run_dir: Path) -> list[Path]:

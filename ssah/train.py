@@ -10,7 +10,9 @@ import pytorch_lightning as pl
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ssah import checkpointing
 from ssah import freeze as freezing
+from ssah.checkpointing import CheckpointConfig
 from ssah.cli import run_dir, stage
 from ssah.data.datamodule import TaskConfig
 from ssah.metrics import write_metrics
@@ -34,16 +36,20 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     task = TaskConfig(**plain(cfg.task))
     fplan = freezing.plan(cfg.freeze, model, out_dir, cfg)
     model = fplan.model  # the same model, or wrapped in PEFT adapters for freeze=lora
-    logger = make_logger(cfg, out_dir)
+    ckpt = CheckpointConfig(**plain(cfg.checkpoint))
+    resume = checkpointing.resume_path(ckpt, out_dir)
+    logger = make_logger(cfg, out_dir, resume=resume is not None)
     trainer_cfg = freezing.scale_schedule(plain(cfg.trainer), fplan.steps_multiplier)
+    started = checkpointing.ResumeInfo()
     trainer: pl.Trainer = instantiate(
-        trainer_cfg,
+        {**trainer_cfg, **checkpointing.trainer_overrides(ckpt)},
         logger=logger or False,
-        callbacks=fplan.callbacks,
+        callbacks=[*fplan.callbacks, *checkpointing.callbacks(ckpt, out_dir), started],
         default_root_dir=str(out_dir),
     )
     model.train()
-    metrics: dict[str, Any] = fit(model, tok, task, optim, trainer)
+    metrics: dict[str, Any] = fit(model, tok, task, optim, trainer, ckpt_path=resume)
+    metrics["train/resumed_from_step"] = float(started.start_step)
     # FSDP2: every rank helps gather the full weights; rank 0 continues with a plain model.
     model = freezing.gather_full(model, lambda: load_model(mcfg), trainer.global_rank)
     model = fplan.after_fit(model)  # rewind / LoRA merge / final check of frozen slices
@@ -55,10 +61,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         from ssah.eval.suite import run_suite
 
         metrics.update(run_suite(model, tok, cfg.eval, out_dir=out_dir))
-    write_metrics(out_dir, metrics)
     if cfg.save_model:
         model.save_pretrained(out_dir / "model", safe_serialization=True)
         tok.save_pretrained(out_dir / "model")
+    write_metrics(out_dir, metrics)  # last: its presence marks the job complete
+    checkpointing.cleanup(ckpt, out_dir)
     finish(logger, metrics)
     return metrics
 

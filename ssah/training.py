@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -18,12 +19,14 @@ def fit(
     task: TaskConfig,
     optim: OptimConfig,
     trainer: pl.Trainer,
+    ckpt_path: str | Path | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place on `task`; returns final losses and wall time."""
+    """Train `model` in place on `task` (continuing from `ckpt_path` when given); returns
+    final losses and wall time."""
     module = CausalLMModule(model, optim)
     data = ChatDataModule(tokenizer, task)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     out: dict[str, float] = {"time/train_s": time.perf_counter() - t0}
     for key in ("train/loss", "val/loss"):
         if key in trainer.callback_metrics:

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ssah.data.chat import collate, encode_example
 from ssah.data.records import load_records
+from ssah.data.sampler import ResumableSampler
 from ssah.errors import SsahError
 
 
@@ -50,6 +51,8 @@ class ChatDataModule(pl.LightningDataModule):
         self.task = task
         self.train_rows: list[dict[str, list[int]]] = []
         self.val_rows: list[dict[str, list[int]]] = []
+        self.sampler: ResumableSampler | None = None
+        self._pending: dict[str, Any] | None = None  # sampler state from a checkpoint
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_rows:
@@ -77,18 +80,31 @@ class ChatDataModule(pl.LightningDataModule):
         self.val_rows = [rows[i] for i in order[:n_val].tolist()]
         self.train_rows = [rows[i] for i in order[n_val:].tolist()]
 
-    def _loader(self, rows: list[dict[str, list[int]]], shuffle: bool) -> DataLoader:
+    def _loader(
+        self, rows: list[dict[str, list[int]]], sampler: ResumableSampler | None
+    ) -> DataLoader:
         return DataLoader(
             rows,
             batch_size=self.task.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=partial(collate, pad_id=self.tok.pad_token_id),
-            generator=torch.Generator().manual_seed(self.task.seed) if shuffle else None,
-            drop_last=shuffle and len(rows) >= self.task.batch_size,
+            drop_last=sampler is not None and len(sampler) >= self.task.batch_size,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_rows, shuffle=True)
+        self.sampler = ResumableSampler(len(self.train_rows), self.task.seed)
+        if self._pending is not None:
+            self.sampler.load_state_dict(self._pending)
+            self._pending = None
+        return self._loader(self.train_rows, self.sampler)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_rows, shuffle=False)
+        return self._loader(self.val_rows, None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in Lightning checkpoints: where the training data order stands."""
+        return {"sampler": self.sampler.state_dict()} if self.sampler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restored before the loaders exist: applied when train_dataloader builds the sampler."""
+        self._pending = state.get("sampler")

@@ -181,6 +181,25 @@ class ExactFreeze(pl.Callback):
             h.remove()
         self.handles.clear()
 
+    # ---- checkpoints (a resumed run reports counters for the whole run) -------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "checks": self.checks,
+            "max_undone": self.max_undone,
+            "mask_digest": self.mask_digest,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("mask_digest") != self.mask_digest:
+            raise FreezeDriftError(
+                "the checkpoint was trained with another freeze mask; resume with the same "
+                "freeze settings and units, or start fresh (checkpoint.resume=false)."
+            )
+        self.steps = int(state_dict["steps"])
+        self.checks = int(state_dict["checks"])
+        self.max_undone = float(state_dict["max_undone"])
+
     def saved_bytes(self) -> int:
         """Extra memory held for exactness (the frozen values of this rank's shards)."""
         return sum(e.saved.numel() * e.saved.element_size() for e in self.entries)

@@ -1,0 +1,87 @@
+"""A training sampler that a resumed run can continue exactly where the killed one stopped.
+
+Epoch e's order depends only on (seed, e): it is the order `DataLoader(shuffle=True,
+generator=Generator().manual_seed(seed))` gives in its e-th full epoch (the same random
+draws, replayed), so single-process runs see the data exactly as before this sampler existed.
+Under DDP/FSDP every rank takes every world-th index of that order (Lightning's own
+DistributedSampler is switched off with `trainer.use_distributed_sampler: false`, which would
+otherwise replace this sampler). `state_dict` counts the indices served in the current epoch;
+after `load_state_dict` the next pass skips them, so no example is seen twice or missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch.utils.data import Sampler
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """Epoch `epoch`'s permutation of range(n), as a seeded shuffling DataLoader draws it.
+
+    Per epoch the DataLoader takes one int64 (its workers' base seed) from the generator, then
+    RandomSampler one randperm for the epoch and one more (sliced to nothing) when exhausted.
+    """
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(epoch):
+        torch.empty((), dtype=torch.int64).random_(generator=g)
+        torch.randperm(n, generator=g)
+        torch.randperm(n, generator=g)
+    torch.empty((), dtype=torch.int64).random_(generator=g)
+    return torch.randperm(n, generator=g).tolist()
+
+
+class ResumableSampler(Sampler[int]):
+    """Seeded per-epoch shuffle, sharded over ranks, resumable mid-epoch."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+        self.served = 0  # indices yielded in the current epoch
+        self._skip = 0  # indices to skip on the next pass (set by load_state_dict)
+
+    def __len__(self) -> int:
+        return self.n // _rank_world()[1]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start; a new epoch forgets a pending skip."""
+        if epoch != self.epoch:
+            self._skip = 0
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        rank, world = _rank_world()
+        order = epoch_order(self.n, self.seed, self.epoch)
+        mine = order[: len(self) * world][rank::world]
+        skip, self._skip = self._skip, 0
+        self.served = skip
+        for i in mine[skip:]:
+            self.served += 1
+            yield i
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "served": self.served, "n": self.n, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if (state.get("n"), state.get("seed")) != (self.n, self.seed):
+            from ssah.errors import SsahError
+
+            raise SsahError(
+                f"checkpoint was trained on {state.get('n')} examples with seed "
+                f"{state.get('seed')}, this run has {self.n} with seed {self.seed}; resume "
+                "with the same task and seed, or start fresh (checkpoint.resume=false)."
+            )
+        self.epoch = int(state["epoch"])
+        self._skip = int(state["served"])
+        self.served = self._skip

@@ -30,14 +30,35 @@ def register_resolvers() -> None:
         from ssah.sweep import sweep_group_resolver
 
         OmegaConf.register_new_resolver("sweep_group", sweep_group_resolver)
+    if not OmegaConf.has_resolver("standin"):  # dry runs: tiny model of an architecture, data
+        OmegaConf.register_new_resolver("standin", _standin_model)
+        OmegaConf.register_new_resolver("standin_data", _standin_data)
     if not OmegaConf.has_resolver("cwd"):  # usable before HydraConfig exists (multirun dirs)
         OmegaConf.register_new_resolver("cwd", os.getcwd)
 
 
 def _toy_path(which: str, *, _root_: DictConfig) -> str:
-    from ssah.toy.world import ensure_toy  # heavy imports only when a toy path is read
+    """Where the toy world is; built when a loader first reads it (ssah.toy.cache)."""
+    from ssah.toy.cache import locate
 
-    return str(ensure_toy(_root_.toy).path(which))
+    return str(locate(_root_.toy).path(which))
+
+
+def _standin_model(spec: DictConfig, *, _root_: DictConfig) -> str:
+    """`${standin:${model.standin}}`: a tiny random-init checkpoint of that architecture."""
+    from ssah.standin import build_model
+
+    if spec is None:
+        raise SsahError("this model config has no `standin:` architecture; a dry run needs one.")
+    plain = OmegaConf.to_container(spec, resolve=True)
+    return str(build_model(plain, Path(_root_.paths.standins)))  # type: ignore[arg-type]
+
+
+def _standin_data(*, _root_: DictConfig) -> str:
+    """`${standin_data:}`: one small JSONL that every dataset config can read."""
+    from ssah.standin import build_data
+
+    return str(build_data(Path(_root_.paths.standins)))
 
 
 def run_dir() -> Path:
@@ -46,6 +67,14 @@ def run_dir() -> Path:
         return Path(HydraConfig.get().runtime.output_dir)
     except ValueError:
         return Path.cwd()
+
+
+def use_data_mirror(cfg: DictConfig) -> None:
+    """Route hub dataset ids through `paths.data_mirror` for this process."""
+    from ssah.data.records import set_mirror
+
+    mirror = OmegaConf.select(cfg, "paths.data_mirror")
+    set_mirror(OmegaConf.to_container(mirror, resolve=True) if mirror else None)  # type: ignore[arg-type]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -66,6 +95,7 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
 
             pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir
             try:
+                use_data_mirror(cfg)
                 done = skip_completed(cfg, run_dir())  # resumed sweeps skip finished jobs
                 if done is not None:
                     return done

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -17,6 +18,7 @@ from transformers import (
 )
 
 from ssah.errors import SsahError
+from ssah.toy.cache import materialize
 
 DTYPES = {
     "float32": torch.float32,
@@ -38,10 +40,13 @@ class ModelConfig:
     trust_remote_code: bool = False
     revision: str | None = None
     family: str = "llama"  # free text, for reports
+    gradient_checkpointing: bool = False  # training only: trade compute for activation memory
+    standin: dict[str, Any] | None = None  # architecture of a tiny stand-in (ssah.standin)
 
 
 def _check_source(name_or_path: str) -> None:
     """Fail early on a local path that does not exist, instead of a hub lookup traceback."""
+    materialize(name_or_path)  # a ${toy:...} path is built on first read
     looks_local = name_or_path.startswith(("/", ".", "~")) or Path(name_or_path).exists()
     if looks_local and not (Path(name_or_path).expanduser() / "config.json").is_file():
         raise SsahError(
@@ -98,6 +103,14 @@ def load_model(cfg: ModelConfig) -> PreTrainedModel:
     except OSError as e:
         raise SsahError(f"cannot load model {cfg.name_or_path!r}: {_first_line(e)}") from None
     return model.eval()
+
+
+def prepare_for_training(model: PreTrainedModel, cfg: ModelConfig) -> PreTrainedModel:
+    """Memory settings that only matter while training (activation checkpointing)."""
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    return model
 
 
 def _first_line(e: BaseException) -> str:

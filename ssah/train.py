@@ -16,7 +16,7 @@ from ssah.checkpointing import CheckpointConfig
 from ssah.cli import run_dir, stage
 from ssah.data.datamodule import TaskConfig
 from ssah.metrics import write_metrics
-from ssah.models import ModelConfig, load_model, load_tokenizer
+from ssah.models import ModelConfig, load_model, load_tokenizer, prepare_for_training
 from ssah.module import OptimConfig
 from ssah.tracking import finish, make_logger
 from ssah.training import fit
@@ -32,7 +32,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     mcfg = ModelConfig(**plain(cfg.model))
     optim = OptimConfig(**plain(cfg.optim))
-    tok, model = load_tokenizer(mcfg), load_model(mcfg)
+    tok, model = load_tokenizer(mcfg), prepare_for_training(load_model(mcfg), mcfg)
     task = TaskConfig(**plain(cfg.task))
     fplan = freezing.plan(cfg.freeze, model, out_dir, cfg)
     model = fplan.model  # the same model, or wrapped in PEFT adapters for freeze=lora

@@ -6,16 +6,27 @@ Every stage reads data through `load_records`, so the toy world and real dataset
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import datasets
 
 from ssah.errors import SsahError
+from ssah.toy.cache import materialize
 
 datasets.disable_progress_bars()  # one "Generating split" bar per file floods stage logs
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+_MIRROR: dict[str, str] = {}
+
+
+def set_mirror(mapping: Mapping[str, str] | None) -> None:
+    """`paths.data_mirror` of the running stage: hub id (or "*" for all) -> local file."""
+    _MIRROR.clear()
+    _MIRROR.update({str(k): str(v) for k, v in (mapping or {}).items()})
 
 
 def load_records(
@@ -31,8 +42,11 @@ def load_records(
     datasets need network access, which tests and the toy world never use.
     """
     src = str(source)
+    materialize(src)  # a ${toy:data} path is built on first read
     if src.endswith(LOCAL_SUFFIXES) or Path(src).exists():
         ds = _load_local(Path(src))
+    elif mirror := _MIRROR.get(src, _MIRROR.get("*")):
+        ds = _load_local(Path(mirror))
     else:
         ds = _load_hub(src, split, subset)
     if columns:
@@ -42,7 +56,9 @@ def load_records(
                 f"dataset {src!r} has no column(s) {missing}; it has {ds.column_names}. "
                 "Fix the `columns` mapping in its config."
             )
-        ds = ds.rename_columns({k: v for k, v in columns.items() if k != v})
+        renames = {k: v for k, v in columns.items() if k != v}
+        shadowed = [v for v in renames.values() if v in ds.column_names and v not in renames]
+        ds = ds.remove_columns(shadowed).rename_columns(renames)  # mapped column wins
     if len(ds) == 0:
         raise SsahError(f"dataset {src!r} is empty; point the config at a file with records.")
     if limit is not None:

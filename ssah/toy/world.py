@@ -7,60 +7,36 @@ jobs building at once never leave a half-written world behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ssah.data.datamodule import TaskConfig
-from ssah.errors import SsahError
 from ssah.module import OptimConfig
 from ssah.toy import vocab as V
+from ssah.toy.cache import ToyWorld, locate, plain_config
 from ssah.toy.data import build_records, corpus, write_jsonl
 from ssah.toy.tokenizer import train_tokenizer
 from ssah.training import fit, quiet_trainer
 
 log = logging.getLogger(__name__)
-WHICH = ("base", "aligned", "data", "tokenizer", "root")
-
-
-@dataclass(frozen=True)
-class ToyWorld:
-    """Paths of one built toy world."""
-
-    root: Path
-
-    def path(self, which: str) -> Path:
-        if which not in WHICH:
-            raise SsahError(f"${{toy:{which}}} is unknown; use one of {WHICH}.")
-        return self.root if which == "root" else self.root / which
-
-    def data(self, name: str) -> Path:
-        return self.root / "data" / f"{name}.jsonl"
-
-
-def config_key(cfg: dict[str, Any]) -> str:
-    """Content hash of the toy config (where it is cached does not change what is built)."""
-    body = {k: v for k, v in cfg.items() if k != "cache_dir"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def ensure_toy(cfg: DictConfig | dict[str, Any]) -> ToyWorld:
     """Return the cached toy world for `cfg`, building it first if needed."""
-    plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    root = Path(plain["cache_dir"]).expanduser().resolve() / config_key(plain)
-    world = ToyWorld(root)
-    if (root / "DONE").is_file():
+    plain = plain_config(cfg)
+    world = locate(plain)
+    root = world.root
+    if world.built:
         return world
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

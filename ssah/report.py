@@ -445,7 +445,7 @@ def log_to_wandb(cfg: Any, result: Mapping[str, Any]) -> None:
 
 # Top-level W&B config keys that never name a sweep axis: W&B's own, the choices (read
 # separately), where files go and how the run was logged.
-WANDB_CONFIG_SKIP = ("_wandb", "hydra_choices", "paths", "logger")
+WANDB_CONFIG_SKIP = ("_wandb", "hydra_choices", "hydra_overrides", "paths", "logger")
 
 
 @dataclass(frozen=True)
@@ -622,7 +622,7 @@ def _varying_keys(dicts: Sequence[Mapping[str, str]]) -> list[str]:
 
 
 def group_overrides(configs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """Each run's sweep overrides, rebuilt from the W&B configs (W&B keeps no overrides).
+    """Each run's sweep overrides: as logged (`hydra_overrides`), else rebuilt from the configs.
 
     A choice that differs across runs is an override (freeze=none); so is a config value that
     differs (seed=1, freeze.extra_ratio=0.06), unless it lies under a differing choice, where
@@ -637,9 +637,14 @@ def group_overrides(configs: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     ]
     groups = _varying_keys(choices)
     values = [k for k in _varying_keys(leaves) if not any(k.startswith(f"{g}.") for g in groups)]
-    return [
+    rebuilt = [
         [f"{k}={ch[k]}" for k in groups if k in ch] + [f"{k}={lv[k]}" for k in values if k in lv]
         for ch, lv in zip(choices, leaves, strict=True)
+    ]
+    # Runs that logged their command-line overrides (ssah.tracking) need no rebuilding.
+    return [
+        [str(o) for o in c["hydra_overrides"]] if c.get("hydra_overrides") else r
+        for c, r in zip(configs, rebuilt, strict=True)
     ]
 
 

@@ -42,7 +42,9 @@ def _loggable_config(cfg: DictConfig) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     out = _scrub(plain) if isinstance(plain, dict) else {}
     try:
-        out["hydra_choices"] = dict(HydraConfig.get().runtime.choices)
+        hc = HydraConfig.get()
+        out["hydra_choices"] = dict(hc.runtime.choices)
+        out["hydra_overrides"] = list(hc.overrides.task)  # read back by ssah.report wandb:
     except ValueError:  # not inside a Hydra app (demo in-process, tests)
         pass
     return out

@@ -110,6 +110,10 @@ def test_overrides_rebuilt_from_configs():
     # same choice, a value differs (the freeze_ratio sweep): the value is the axis
     ov = report.group_overrides([config("scu_top_cu", 0, 0.02), config("scu_top_cu", 0, 0.3)])
     assert ov == [["freeze.extra_ratio=0.02"], ["freeze.extra_ratio=0.3"]]
+    # runs that logged their overrides (ssah.tracking's hydra_overrides) are taken as logged
+    logged = {**config("none", 0, 0.06), "hydra_overrides": ["freeze=none", "task=dolly"]}
+    ov = report.group_overrides([logged, config("scu_all_cu", 1, 0.0)])
+    assert ov == [["freeze=none", "task=dolly"], ["freeze=scu_all_cu", "seed=1"]]
 
 
 def test_repeated_run_names_get_their_id(online: FakeApi, tmp_path):

@@ -18,8 +18,8 @@ from ssah.config import compose
 from ssah.data.sampler import ResumableSampler
 from ssah.errors import SsahError
 from ssah.freeze.synthetic import synthetic_units
-from ssah.train import run
 from ssah.tracking import offline_runs
+from ssah.train import run
 
 
 def test_sampler_replays_a_seeded_shuffling_dataloader_epoch_by_epoch():

@@ -43,6 +43,6 @@ def test_build_is_cached_and_keyed_by_config(tiny_toy):
     other = compose("toy", ["toy=tiny", "toy.seed=1"]).toy
     from omegaconf import OmegaConf
 
-    from ssah.toy.world import config_key
+    from ssah.toy.cache import config_key
 
     assert config_key(OmegaConf.to_container(other, resolve=True)) != tiny_toy.root.name

@@ -1,8 +1,8 @@
 """A training sampler that a resumed run can continue exactly where the killed one stopped.
 
 Epoch e's order depends only on (seed, e): it is the order `DataLoader(shuffle=True,
-generator=Generator().manual_seed(seed))` gives in its e-th full epoch (the same random
-draws, replayed), so single-process runs see the data exactly as before this sampler existed.
+generator=Generator().manual_seed(seed))` gives in its e-th epoch of Lightning training (the
+same random draws, replayed), so single-process runs see the data exactly as before.
 Under DDP/FSDP every rank takes every world-th index of that order (Lightning's own
 DistributedSampler is switched off with `trainer.use_distributed_sampler: false`, which would
 otherwise replace this sampler). `state_dict` counts the indices served in the current epoch;
@@ -27,15 +27,16 @@ def _rank_world() -> tuple[int, int]:
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
-    """Epoch `epoch`'s permutation of range(n), as a seeded shuffling DataLoader draws it.
+    """Epoch `epoch`'s permutation of range(n), as a seeded shuffling DataLoader draws it
+    under Lightning.
 
-    Per epoch the DataLoader takes one int64 (its workers' base seed) from the generator, then
-    RandomSampler one randperm for the epoch and one more (sliced to nothing) when exhausted.
+    Per epoch the DataLoader's new iterator takes one int64 (its workers' base seed) from the
+    generator, then RandomSampler one randperm. Lightning knows the loader's length and stops
+    at the last batch, so RandomSampler never reaches its second (empty-slice) randperm.
     """
     g = torch.Generator().manual_seed(seed)
     for _ in range(epoch):
         torch.empty((), dtype=torch.int64).random_(generator=g)
-        torch.randperm(n, generator=g)
         torch.randperm(n, generator=g)
     torch.empty((), dtype=torch.int64).random_(generator=g)
     return torch.randperm(n, generator=g).tolist()

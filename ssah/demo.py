@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -248,6 +249,8 @@ STEPS: list[tuple[str, Callable[[Demo], None]]] = [
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Every enabled table, in order; report.md is rewritten after each."""
     t0 = time.perf_counter()
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))  # numbers independent of the core count
     d = Demo(cfg, out_dir)
     enabled = {"baseline": True, **{k: bool(v) for k, v in cfg.tables.items()}}
     for name, step in STEPS:

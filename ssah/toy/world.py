@@ -12,6 +12,8 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,8 @@ def ensure_toy(cfg: DictConfig | dict[str, Any]) -> ToyWorld:
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("building the toy world in %s (once; later runs reuse it)", root)
-    build(plain, tmp)
+    with torch_threads(plain.get("threads")):
+        build(plain, tmp)
     if root.exists() and not (root / "DONE").is_file():
         shutil.rmtree(root, ignore_errors=True)  # left by a killed build
     try:
@@ -51,6 +54,19 @@ def ensure_toy(cfg: DictConfig | dict[str, Any]) -> ToyWorld:
         if not (root / "DONE").is_file():
             raise
     return world
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """CPU float sums depend on how many threads split them: a fixed count gives every
+    machine the same toy world (n=None keeps torch's default)."""
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
 
 
 def build(cfg: dict[str, Any], out: Path) -> None:

@@ -26,7 +26,12 @@ def fit(
     module = CausalLMModule(model, optim)
     data = ChatDataModule(tokenizer, task)
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    trainer.fit(
+        module,
+        datamodule=data,
+        ckpt_path=str(ckpt_path) if ckpt_path else None,
+        weights_only=True,  # a checkpoint is tensors and plain values: never unpickle objects
+    )
     out: dict[str, float] = {"time/train_s": time.perf_counter() - t0}
     for key in ("train/loss", "val/loss"):
         if key in trainer.callback_metrics:

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ssah.errors import SsahError
+from ssah.eval.tiny import tiny_llama
 from ssah.freeze import FreezeConfig, FreezeDriftError, plan, scale_schedule
 from ssah.freeze import masks as M
 from ssah.freeze.callback import ExactFreeze
@@ -25,17 +26,14 @@ from ssah.units import KINDS, UnitIndex
 
 
 def tiny(seed: int = 0, intermediate: int = 48, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
+    return tiny_llama(
+        64,
+        layers=layers,
+        seed=seed,
         intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        pad_token_id=None,
         max_position_embeddings=32,
-    )
-    return LlamaForCausalLM(cfg)
+    ).train()
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ssah import probe
 from ssah.errors import SsahError
+from ssah.eval import tiny
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_TEMPLATE = (
@@ -66,20 +67,15 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_llama(tok: PreTrainedTokenizerFast, seed: int = 0, layers: int = 2) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
+    return tiny.tiny_llama(
+        len(tok),
+        layers=layers,
+        seed=seed,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        max_position_embeddings=128,
     )
-    return LlamaForCausalLM(cfg).eval()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -7,9 +7,10 @@ import copy
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ssah.errors import SsahError
+from ssah.eval.tiny import tiny_llama
 from ssah.prune import PruneConfig, choose, compensation_biases, table_markdown, zero_units
 from ssah.scoring.categories import Ratios, assign
 from ssah.scoring.stats import collect
@@ -17,17 +18,7 @@ from ssah.units import KINDS, UnitIndex
 
 
 def tiny() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=50,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(50, intermediate_size=48, pad_token_id=None, max_position_embeddings=64)
 
 
 def data(n: int = 6) -> list[dict[str, torch.Tensor]]:

@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ssah.errors import SsahError
+from ssah.eval.tiny import tiny_llama
 from ssah.scoring.categories import CU, RU, SCU, UCU, Ratios, assign, select, summary, zscore
 from ssah.scoring.scorers import ScorerConfig, score
 from ssah.scoring.unitsfile import model_digest, read_units, write_units
@@ -28,17 +29,9 @@ def planted_model() -> LlamaForCausalLM:
     Attention is switched off (o_proj = 0) and no MLP writes to dim 0, so dim 0 of every
     layer's input is the embedding's. Planted neurons are silent (exactly 0) on other tokens.
     """
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=HIDDEN,
-        intermediate_size=INTER,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
+    m = tiny_llama(
+        VOCAB, HIDDEN, intermediate_size=INTER, pad_token_id=None, max_position_embeddings=64
     )
-    m = LlamaForCausalLM(cfg).eval()
     with torch.no_grad():
         emb = m.model.embed_tokens.weight
         emb.normal_(0.0, 1.0)
@@ -103,17 +96,10 @@ def random_scores(idx: UnitIndex, seed: int) -> dict:
 
 
 def tiny_index(layers: int = 3) -> UnitIndex:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=32,
-        intermediate_size=96,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=16,
+    m = tiny_llama(
+        32, layers=layers, intermediate_size=96, pad_token_id=None, max_position_embeddings=16
     )
-    return UnitIndex(LlamaForCausalLM(cfg))
+    return UnitIndex(m.train())
 
 
 @pytest.mark.parametrize(
@@ -191,17 +177,16 @@ def test_units_file_is_byte_identical_and_follows_contract_4(tmp_path) -> None:
 
 
 def test_model_digest_sees_weights_not_paths() -> None:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=32,
-        hidden_size=16,
+    m = tiny_llama(
+        32,
+        16,
+        layers=1,
+        heads=2,
+        kv_heads=1,
         intermediate_size=24,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        pad_token_id=None,
         max_position_embeddings=16,
-    )
-    m = LlamaForCausalLM(cfg)
+    ).train()
     d = model_digest(m)
     m.config._name_or_path = "/somewhere/else"
     assert model_digest(m) == d

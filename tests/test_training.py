@@ -6,25 +6,17 @@ import json
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from ssah.data.datamodule import TaskConfig
 from ssah.errors import SsahError
+from ssah.eval.tiny import tiny_llama
 from ssah.module import CausalLMModule, OptimConfig
 from ssah.training import fit, quiet_trainer
 
 
 def _tiny(tok) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(len(tok), layers=1, pad_token_id=None, max_position_embeddings=2048).train()
 
 
 def _task(tmp_path, n=32) -> TaskConfig:

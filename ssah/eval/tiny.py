@@ -7,6 +7,7 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -59,22 +60,31 @@ def tiny_llama(
     seed: int = 0,
     bos_token_id: int = 1,
     eos_token_id: int = 2,
-    pad_token_id: int = 0,
+    pad_token_id: int | None = 0,
+    intermediate_size: int | None = None,
+    **config_overrides: Any,
 ) -> LlamaForCausalLM:
-    """Random-init LlamaForCausalLM (GQA like the toy model), eval mode, float32."""
+    """Random-init LlamaForCausalLM (GQA like the toy model), eval mode, float32.
+
+    `intermediate_size` defaults to 2 * hidden_size. `config_overrides` go to LlamaConfig over
+    the defaults here (e.g. max_position_embeddings, 256 unless given). `pad_token_id=None`
+    is LlamaConfig's own default: no padding row, so embedding row 0 stays random.
+    """
+    if intermediate_size is None:
+        intermediate_size = 2 * hidden_size
+    extra = {"max_position_embeddings": 256, "attn_implementation": "sdpa"} | config_overrides
     torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
+        intermediate_size=intermediate_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        max_position_embeddings=256,
         bos_token_id=bos_token_id,
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
-        attn_implementation="sdpa",
+        **extra,
     )
     return LlamaForCausalLM(cfg).eval()
 

@@ -51,19 +51,12 @@ def _free_port() -> int:
 
 
 def tiny_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from ssah.eval.tiny import tiny_llama
 
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=71,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=32,
-    )
-    return LlamaForCausalLM(cfg)
+    # intermediate 71: uneven FSDP shards
+    return tiny_llama(
+        64, intermediate_size=71, pad_token_id=None, max_position_embeddings=32
+    ).train()
 
 
 def _loader(rank: int):

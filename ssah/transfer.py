@@ -19,33 +19,19 @@ from omegaconf import DictConfig
 from ssah.cli import run_dir, stage
 from ssah.errors import SsahError
 from ssah.metrics import atomic_write_text, write_metrics
+from ssah.scoring.categories import CATEGORY_NAMES
+from ssah.scoring.unitsfile import read_safetensors
+from ssah.units import KINDS
 
-CATEGORIES = ("RU", "SCU", "UCU", "CU")
-KINDS = ("mlp", "attn")
+CATEGORIES = CATEGORY_NAMES  # contract 4 codes 0..3
 _KEY = re.compile(r"^layers\.(\d+)\.(mlp|attn)\.category$")
 
 
 def read_categories(path: str | Path) -> tuple[dict[tuple[int, str], torch.Tensor], dict]:
     """{(layer, kind): uint8 categories} and the header metadata of a units file."""
-    from safetensors import safe_open
-
     p = Path(str(path)).expanduser()
-    if not p.is_file():
-        raise SsahError(
-            f"units file {str(p)!r} does not exist; give a units.safetensors "
-            "written by `python -m ssah.score`."
-        )
-    try:
-        with safe_open(str(p), framework="pt") as f:
-            meta = dict(f.metadata() or {})
-            cats = {}
-            for key in f.keys():
-                if m := _KEY.match(key):
-                    cats[(int(m.group(1)), m.group(2))] = f.get_tensor(key)
-    except SsahError:
-        raise
-    except Exception as e:  # safetensors raises several types for a bad header
-        raise SsahError(f"cannot read {str(p)!r} as safetensors: {e}") from None
+    tensors, meta = read_safetensors(p)
+    cats = {(int(m.group(1)), m.group(2)): t for k, t in tensors.items() if (m := _KEY.match(k))}
     if not cats:
         raise SsahError(
             f"{str(p)!r} has no layers.{{i}}.mlp.category tensors; is it a units file (contract 4)?"

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -21,6 +20,7 @@ from ssah.cli import run_dir, stage
 from ssah.config import compose
 from ssah.metrics import atomic_write_text, write_metrics
 from ssah.report import Column, markdown_table
+from ssah.toy.world import torch_threads
 
 ASR = "safety/asr/{}/keyword"
 SAFETY_COLS = [
@@ -249,13 +249,12 @@ STEPS: list[tuple[str, Callable[[Demo], None]]] = [
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Every enabled table, in order; report.md is rewritten after each."""
     t0 = time.perf_counter()
-    if cfg.get("threads"):
-        torch.set_num_threads(int(cfg.threads))  # numbers independent of the core count
     d = Demo(cfg, out_dir)
     enabled = {"baseline": True, **{k: bool(v) for k, v in cfg.tables.items()}}
-    for name, step in STEPS:
-        if enabled.get(name, True):
-            step(d)
+    with torch_threads(cfg.get("threads")):  # numbers independent of the core count
+        for name, step in STEPS:
+            if enabled.get(name, True):
+                step(d)
     summary = {
         f"{row}/{k}": v
         for row, m in d.rows.items()

@@ -105,7 +105,6 @@ def worker(rank: int, cases: list[tuple[str, str]], tmp: str, port: int) -> None
     torch.set_num_threads(1)
     result: dict = {}
     try:
-        import pytorch_lightning as pl
         from pytorch_lightning.strategies import ModelParallelStrategy
 
         from ssah.freeze import gather_full, plan
@@ -113,6 +112,7 @@ def worker(rank: int, cases: list[tuple[str, str]], tmp: str, port: int) -> None
         from ssah.freeze.spec import FreezeConfig
         from ssah.module import CausalLMModule, OptimConfig
         from ssah.scoring.unitsfile import read_units
+        from ssah.training import quiet_trainer
         from ssah.units import UnitIndex
 
         for strategy, name in cases:
@@ -125,20 +125,13 @@ def worker(rank: int, cases: list[tuple[str, str]], tmp: str, port: int) -> None
                 strat = ModelParallelStrategy(data_parallel_size=WORLD, tensor_parallel_size=1)
             else:
                 strat = "ddp"
-            trainer = pl.Trainer(
-                accelerator="cpu",
+            trainer = quiet_trainer(
+                4,
                 devices=WORLD,
                 strategy=strat,
-                max_steps=4,
                 accumulate_grad_batches=2,
                 gradient_clip_val=1.0,
                 callbacks=fp.callbacks,
-                logger=False,
-                enable_checkpointing=False,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                num_sanity_val_steps=0,
-                limit_val_batches=0,
                 use_distributed_sampler=False,
             )
             module = CausalLMModule(model, OptimConfig(lr=1e-2, weight_decay=0.1, warmup_steps=0))

@@ -56,15 +56,18 @@ PRESETS = [
 ]
 
 
-def _standin_type(outputs: Path, model_cfg: str) -> str:
-    """The model_type the model config's stand-in spec names; its checkpoint must exist."""
+def _check_standin(run: Path, outputs: Path, model_cfg: str, node: str) -> None:
+    """The run loaded the stand-in of `model_cfg`'s architecture: its composed config carries
+    that model config's `standin:` spec, name_or_path is the stand-in, and it was built."""
     spec = yaml.safe_load((ROOT / "conf" / "model" / f"{model_cfg}.yaml").read_text())["standin"]
+    used = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())[node]
+    assert used["standin"] == spec, (used["standin"], spec)
+    assert used["name_or_path"] == f"${{standin:${{{node}.standin}}}}", used["name_or_path"]
     built = {
         json.loads(p.read_text())["model_type"]
         for p in (outputs / "standins").glob("*/config.json")
     }
     assert spec["model_type"] in built, (spec, built)
-    return spec["model_type"]
 
 
 @pytest.mark.slow
@@ -87,7 +90,7 @@ def test_experiment_preset_runs_end_to_end_on_a_standin(
         assert metrics["freeze/frozen_params_fraction"] > 0
     if stage == "train":
         assert metrics["train/steps"] >= 2
-    assert _standin_type(outputs_dir, model_cfg)
+    _check_standin(run, outputs_dir, model_cfg, "aligned" if stage == "probe" else "model")
 
 
 def test_data_mirror_replaces_hub_ids_only(tmp_path):

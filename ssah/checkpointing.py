@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from ssah.errors import SsahError
@@ -74,8 +75,26 @@ def resume_path(cfg: CheckpointConfig, out_dir: Path) -> Path | None:
     path = cfg.dir(out_dir) / LAST
     if not (cfg.resume and path.exists()):
         return None
+    check_readable(path)
     print(f"[ssah] resuming from {path}", file=sys.stderr)
     return path
+
+
+def check_readable(path: Path) -> None:
+    """Refuse, in one line, a checkpoint a kill left half-written, before any training starts.
+
+    A file is opened memory-mapped (tensors are not read); an FSDP checkpoint dir needs its
+    .metadata, which torch.distributed.checkpoint writes last."""
+    fix = "delete it (a kill while saving leaves it broken) or set checkpoint.resume=false"
+    if path.is_dir():
+        if not (path / ".metadata").is_file():
+            raise SsahError(f"cannot resume from {path}: it has no .metadata; {fix}.")
+        return
+    try:
+        torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # torch raises several types for a truncated or foreign file
+        cause = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SsahError(f"cannot resume from {path} ({cause}); {fix}.") from None
 
 
 def cleanup(cfg: CheckpointConfig, out_dir: Path) -> None:

@@ -33,11 +33,11 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     mcfg = ModelConfig(**plain(cfg.model))
     optim = OptimConfig(**plain(cfg.optim))
     ckpt = CheckpointConfig(**plain(cfg.checkpoint))  # validated before any model work
+    resume = checkpointing.resume_path(ckpt, out_dir)  # a broken last.ckpt is refused here
     tok, model = load_tokenizer(mcfg), prepare_for_training(load_model(mcfg), mcfg)
     task = TaskConfig(**plain(cfg.task))
     fplan = freezing.plan(cfg.freeze, model, out_dir, cfg)
     model = fplan.model  # the same model, or wrapped in PEFT adapters for freeze=lora
-    resume = checkpointing.resume_path(ckpt, out_dir)
     logger = make_logger(cfg, out_dir, resume=resume is not None)
     trainer_cfg = freezing.scale_schedule(plain(cfg.trainer), fplan.steps_multiplier)
     started = checkpointing.ResumeInfo()

@@ -150,6 +150,21 @@ def test_killed_job_resumes_from_its_checkpoint_bit_identical(
     assert len(ids) == 1, f"the resumed job started a second W&B run: {ids}"
 
 
+def test_half_written_checkpoint_is_refused_in_one_line_and_kept(tmp_path):
+    cfg = checkpointing.CheckpointConfig(every_n_steps=2)
+    last = cfg.dir(tmp_path) / checkpointing.LAST
+    last.parent.mkdir()
+    last.write_bytes(b"PK\x03\x04 truncated by a kill")
+    with pytest.raises(SsahError, match="cannot resume from .*checkpoint.resume=false"):
+        checkpointing.resume_path(cfg, tmp_path)
+    assert last.is_file()  # the user decides what to do with it
+    last.unlink()
+    last.mkdir()  # an FSDP checkpoint dir without its .metadata
+    with pytest.raises(SsahError, match="no .metadata"):
+        checkpointing.resume_path(cfg, tmp_path)
+    assert checkpointing.resume_path(checkpointing.CheckpointConfig(resume=False), tmp_path) is None
+
+
 def test_negative_checkpoint_interval_is_refused():
     with pytest.raises(SsahError, match="every_n_steps"):
         checkpointing.CheckpointConfig(every_n_steps=-1)

@@ -57,8 +57,13 @@ def test_run_suite_keys_ranges_and_outputs(toy, tmp_path):
     ]:
         assert k in m, k
     for k, v in m.items():
-        if k.startswith(("safety/", "utility/acc", "utility/exact", "utility/rouge", "utility/mc")):
+        if k.endswith("/n"):  # every rate's count of prompts and its Wilson 95% interval
+            rate = m[k.removesuffix("/n")]
+            assert v >= 1 and m[f"{k[:-2]}/ci_low"] <= rate <= m[f"{k[:-2]}/ci_high"], k
+        elif k.startswith(("safety/", "utility/acc", "utility/exa", "utility/rouge", "utility/mc")):
             assert 0.0 <= v <= 1.0, (k, v)
+    assert m["safety/asr/direct/keyword/n"] == 6 and m["safety/asr/avg/keyword/n"] == 6
+    assert m["utility/accuracy/n"] > 0 and "safety/over_refusal/ci_high" in m
     assert m["utility/ppl"] > 1 and math.isfinite(m["utility/ppl"])
     # prefill depth 0 is the direct attack: same inputs, same greedy answers
     assert m["safety/asr/prefill_k0/keyword"] == m["safety/asr/direct/keyword"]
@@ -85,7 +90,8 @@ def test_redact_and_template_suite(toy):
     e.benign = None
     e.utility = None
     res = evaluate_model(model, tok, e)
-    assert set(res.metrics) == {
+    assert res.metrics["safety/asr/wrapped/keyword/n"] == 6  # redacted prompts still counted
+    assert {k for k in res.metrics if not k.endswith(("/n", "/ci_low", "/ci_high"))} == {
         "safety/asr/wrapped/keyword",
         "safety/asr/wrapped_sys/keyword",
         "time/eval_s",

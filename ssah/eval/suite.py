@@ -240,6 +240,7 @@ def evaluate_model(
                 rec = {
                     "kind": "attack",
                     "suite": key,
+                    "prompt_id": i,  # stable within the prompt set: paired tests join on it
                     "prompt": s.prompts[i],
                     "prefill": pre_txt[i],
                     "response": texts[i],
@@ -268,6 +269,9 @@ def evaluate_model(
         um, urecs = run_utility(model, tokenizer, ecfg["utility"], gen, sys_prompt)
         metrics.update(um)
         records.extend(urecs)
+    from ssah.eval.intervals import add_intervals  # n and Wilson 95% beside every rate
+
+    add_intervals(metrics, records, ecfg.get("avg_over") or [])
     metrics["time/eval_s"] = time.perf_counter() - t0
     return EvalResult(metrics, records, curve)
 
@@ -289,11 +293,12 @@ def _over_refusal(
         texts = gen([prompt_ids(tok, r["prompt"], sp) for r in rows])
         refused = [judge.is_refusal(t) for t in texts]
         out[f"safety/over_refusal{MODE_SUFFIX[mode]}"] = _mean(refused)
-        for r, t, x in zip(rows, texts, refused, strict=True):
+        for i, (r, t, x) in enumerate(zip(rows, texts, refused, strict=True)):
             records.append(
                 {
                     "kind": "over_refusal",
                     "suite": f"benign{MODE_SUFFIX[mode]}",
+                    "prompt_id": i,
                     "prompt": r["prompt"],
                     "prefill": "",
                     "response": t,
@@ -380,6 +385,8 @@ def markdown_summary(metrics: dict[str, float]) -> str:
         lines.append("")
     for k in sorted(metrics):
         if k.startswith(("safety/harmfulness/", "safety/over_refusal", "utility/")):
+            if k.endswith(("/n", "/ci_low", "/ci_high")):
+                continue
             v = metrics[k]
             pct = not k.startswith(("utility/ppl", "safety/harmfulness/"))
             lines.append(f"- `{k}`: {100 * v:.1f}%" if pct else f"- `{k}`: {v:.3g}")

@@ -27,6 +27,7 @@ from ssah.data.chat import IGNORE, collate, encode_example
 from ssah.errors import SsahError
 from ssah.eval.datasets import load_prompt_set
 from ssah.eval.generation import prompt_ids
+from ssah.eval.intervals import interval
 from ssah.eval.lm_harness import multiple_choice, run_lm_eval
 
 
@@ -204,10 +205,11 @@ def run_utility(
         texts = gen([prompt_ids(tok, r["prompt"], sp) for r in rows])
         per_task: dict[str, list[bool]] = {}
         accs, ems, rls = [], [], []
-        for r, t in zip(rows, texts, strict=True):
+        for i, (r, t) in enumerate(zip(rows, texts, strict=True)):
             rec = {
                 "kind": "utility",
                 "suite": "utility",
+                "prompt_id": i,  # stable within the utility set: paired tests join on it
                 "prompt": r["prompt"],
                 "prefill": "",
                 "response": t,
@@ -218,16 +220,22 @@ def run_utility(
                 rec["correct"] = ok
                 if tf and tf in r:
                     per_task.setdefault(str(r[tf]), []).append(ok)
+                    rec["task"] = str(r[tf])
             if rf and rf in r:
                 ems.append(exact_match(t, str(r[rf])))
                 rls.append(rouge_l(t, str(r[rf])))
             records.append(rec)
         if accs:
             metrics["utility/accuracy"] = sum(accs) / len(accs)
+            metrics.update(interval("utility/accuracy", metrics["utility/accuracy"], len(accs)))
         for task, xs in sorted(per_task.items()):
             metrics[f"utility/accuracy/{task}"] = sum(xs) / len(xs)
+            metrics.update(interval(f"utility/accuracy/{task}", sum(xs) / len(xs), len(xs)))
         if ems:
             metrics["utility/exact_match"] = sum(ems) / len(ems)
+            metrics.update(
+                interval("utility/exact_match", metrics["utility/exact_match"], len(ems))
+            )
             metrics["utility/rouge_l"] = sum(rls) / len(rls)
     p = ucfg.get("ppl")
     if p:
@@ -262,6 +270,8 @@ def run_utility(
             )
             metrics[f"utility/mc/{name}/acc"] = res["acc"]
             metrics[f"utility/mc/{name}/acc_norm"] = res["acc_norm"]
+            for k in ("acc", "acc_norm"):
+                metrics.update(interval(f"utility/mc/{name}/{k}", res[k], len(items)))
             accs_all.append(res["acc"])
         if accs_all:
             metrics["utility/mc_accuracy"] = sum(accs_all) / len(accs_all)

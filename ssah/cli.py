@@ -1,4 +1,4 @@
-"""Thin glue every stage shares: Hydra entry, resolvers, one-line errors, the run dir."""
+"""The stage door every stage shares: Hydra entry, one-line errors, worlds built, the run dir."""
 
 from __future__ import annotations
 
@@ -16,49 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssah.errors import SsahError
+from ssah.resolvers import CONF_DIR, register_resolvers
 
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 # Hydra warns when a plugin launcher config (joblib, submitit) is matched against its schema.
 warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
-
-
-def register_resolvers() -> None:
-    """`${toy:aligned}` builds (once, cached) and returns the toy checkpoint dir."""
-    if not OmegaConf.has_resolver("toy"):
-        OmegaConf.register_new_resolver("toy", _toy_path)
-    if not OmegaConf.has_resolver("sweep_group"):  # W&B group: sweep_name, else the sweep dir
-        from ssah.sweep import sweep_group_resolver
-
-        OmegaConf.register_new_resolver("sweep_group", sweep_group_resolver)
-    if not OmegaConf.has_resolver("standin"):  # dry runs: tiny model of an architecture, data
-        OmegaConf.register_new_resolver("standin", _standin_model)
-        OmegaConf.register_new_resolver("standin_data", _standin_data)
-    if not OmegaConf.has_resolver("cwd"):  # usable before HydraConfig exists (multirun dirs)
-        OmegaConf.register_new_resolver("cwd", os.getcwd)
-
-
-def _toy_path(which: str, *, _root_: DictConfig) -> str:
-    """Where the toy world is; built when a loader first reads it (ssah.toy.cache)."""
-    from ssah.toy.cache import locate
-
-    return str(locate(_root_.toy).path(which))
-
-
-def _standin_model(spec: DictConfig, *, _root_: DictConfig) -> str:
-    """`${standin:${model.standin}}`: a tiny random-init checkpoint of that architecture."""
-    from ssah.standin import build_model
-
-    if spec is None:
-        raise SsahError("this model config has no `standin:` architecture; a dry run needs one.")
-    plain = OmegaConf.to_container(spec, resolve=True)
-    return str(build_model(plain, Path(_root_.paths.standins)))  # type: ignore[arg-type]
-
-
-def _standin_data(*, _root_: DictConfig) -> str:
-    """`${standin_data:}`: one small JSONL that every dataset config can read."""
-    from ssah.standin import build_data
-
-    return str(build_data(Path(_root_.paths.standins)))
 
 
 def run_dir() -> Path:
@@ -92,13 +53,17 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
         def main(cfg: DictConfig) -> Any:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             from ssah.sweep import pin_multirun_job, skip_completed
+            from ssah.threads import apply as apply_threads
+            from ssah.worlds.ensure import ensure_worlds
 
             pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir
             try:
+                apply_threads(cfg)  # torch/OMP threads: what this job was given, before torch work
                 use_data_mirror(cfg)
                 done = skip_completed(cfg, run_dir())  # resumed sweeps skip finished jobs
                 if done is not None:
                     return done
+                ensure_worlds(cfg)  # the toy world this job reads, built once, here
                 return fn(cfg)
             except SsahError as e:
                 fail(str(e))

@@ -10,7 +10,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from ssah.cli import CONF_DIR, register_resolvers
+from ssah.resolvers import CONF_DIR, register_resolvers
 
 
 def compose(stage: str, overrides: Sequence[str] = ()) -> DictConfig:

@@ -20,7 +20,8 @@ from ssah.cli import run_dir, stage
 from ssah.config import compose
 from ssah.metrics import atomic_write_text, write_metrics
 from ssah.report import Column, markdown_table
-from ssah.toy.world import torch_threads
+from ssah.worlds.ensure import ensure_worlds
+from ssah.worlds.toy.world import torch_threads
 
 ASR = "safety/asr/{}/keyword"
 SAFETY_COLS = [
@@ -51,6 +52,7 @@ class Demo:
         sweep = [f"++sweep_name={self.group}"] if logger else []
         common = self.common if name != "transfer" else []  # transfer reads files, no toy world
         cfg = compose(name, [*common, *logger, *sweep, *extra, *overrides])
+        ensure_worlds(cfg)  # in-process stages pass no door: build the world they read here
         t0 = time.perf_counter()
         module = importlib.import_module(f"ssah.{name}")
         metrics = module.run(cfg, self.out / row)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from ssah.io import atomic_write_text
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -31,20 +31,12 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write via a temp file and rename, so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
-
-
 def write_metrics(out_dir: str | Path, metrics: Mapping[str, Any]) -> Path:
-    """Write metrics.json (sorted, flat) atomically; returns its path."""
-    flat = {k: _plain(v) for k, v in sorted(flatten(metrics).items())}
+    """Write metrics.json (sorted, flat) atomically; returns its path. Adds how the stage ran
+    (`env/torch_threads`, ssah.threads) where the metrics do not say it already."""
+    from ssah.threads import run_env
+
+    flat = {k: _plain(v) for k, v in sorted(flatten({**run_env(), **metrics}).items())}
     return atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(flat, indent=2) + "\n")
 
 

@@ -18,7 +18,6 @@ from transformers import (
 )
 
 from ssah.errors import SsahError
-from ssah.toy.cache import materialize
 
 DTYPES = {
     "float32": torch.float32,
@@ -44,14 +43,22 @@ class ModelConfig:
     standin: dict[str, Any] | None = None  # architecture of a tiny stand-in (ssah.standin)
 
 
-def _check_source(name_or_path: str) -> None:
+def _check_source(name_or_path: str, weights: bool = False) -> None:
     """Fail early on a local path that does not exist, instead of a hub lookup traceback."""
-    materialize(name_or_path)  # a ${toy:...} path is built on first read
     looks_local = name_or_path.startswith(("/", ".", "~")) or Path(name_or_path).exists()
-    if looks_local and not (Path(name_or_path).expanduser() / "config.json").is_file():
+    if not looks_local:
+        return
+    local = Path(name_or_path).expanduser()
+    if not (local / "config.json").is_file():
         raise SsahError(
             f"model.name_or_path={name_or_path!r} is not a model directory (no config.json); "
             "give a local HF checkpoint dir or a hub id."
+        )
+    if weights and not any(local.glob("*.safetensors")):
+        raise SsahError(
+            f"model.name_or_path={name_or_path!r} has config.json but no *.safetensors weights; "
+            "save the model with save_pretrained(safe_serialization=True) or point at a "
+            "complete checkpoint dir."
         )
 
 
@@ -87,7 +94,7 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
 
 def load_model(cfg: ModelConfig) -> PreTrainedModel:
     """Causal LM from safetensors, in cfg.dtype, eval mode."""
-    _check_source(cfg.name_or_path)
+    _check_source(cfg.name_or_path, weights=True)
     kwargs = {}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation

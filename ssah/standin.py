@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ssah.errors import SsahError
+from ssah.io import publish_dir
 
 SIZE = {  # the stand-in's scale; model.standin may override any of these
     "hidden_size": 32,
@@ -32,17 +32,6 @@ THINGS = ["cake", "bike", "fence", "kitchen", "shelf", "garden", "files", "sofa"
 
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _publish(tmp: Path, final: Path) -> Path:
-    """Move a finished build into place; a concurrent job that finished first wins."""
-    try:
-        tmp.rename(final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        if not final.exists():
-            raise
-    return final
 
 
 def build_model(spec: dict[str, Any], root: Path, seed: int = 0) -> Path:
@@ -70,7 +59,7 @@ def build_model(spec: dict[str, Any], root: Path, seed: int = 0) -> Path:
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    return _publish(tmp, final)
+    return publish_dir(tmp, final)
 
 
 def records(n: int) -> list[dict[str, Any]]:
@@ -116,4 +105,4 @@ def build_data(root: Path, n: int = 48) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return _publish(tmp, final)
+    return publish_dir(tmp, final)

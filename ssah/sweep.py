@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+
+from ssah.io import cache_lock  # noqa: F401  (re-exported: sweeps lock shared caches)
+from ssah.resolvers import sweep_group, sweep_group_resolver  # noqa: F401  (re-exported)
 
 METRICS = "metrics.json"
 
@@ -39,35 +41,6 @@ def skip_completed(cfg: Mapping[str, Any], out_dir: str | Path) -> dict[str, Any
     if done is not None:
         print(f"[ssah] skip: {out_dir} already complete (skip_completed=true)", file=sys.stderr)
     return done
-
-
-def sweep_group(sweep_name: str | None, sweep_dir: str | Path | None) -> str | None:
-    """The W&B group of a job: the sweep's name when set, else its sweep dir's name."""
-    if sweep_name:
-        return str(sweep_name)
-    if sweep_dir:
-        return Path(str(sweep_dir)).name or None
-    return None
-
-
-def sweep_group_resolver(name: str | None = None) -> str | None:
-    """`${sweep_group:${oc.select:sweep_name,null}}`: the name given, else (in a multirun job)
-    the sweep dir's name, else None (a single run has no group).
-
-    Registered by ssah.cli.register_resolvers; used by conf/logger/wandb.yaml's `group`.
-    """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if name:
-        return str(name)
-    try:
-        hc = HydraConfig.get()
-    except ValueError:
-        return None
-    if hc.mode != RunMode.MULTIRUN:
-        return None
-    return sweep_group(None, hc.sweep.dir)
 
 
 def pin_multirun_job(stage_module: str) -> None:
@@ -113,27 +86,9 @@ class PrepareSweep(Callback):
             return
         if "toy:" not in str(OmegaConf.to_container(model, resolve=False)):
             return  # a real model: nothing to build
-        from ssah.cli import register_resolvers
-        from ssah.toy.world import ensure_toy
+        from ssah.resolvers import register_resolvers
+        from ssah.worlds.toy.world import ensure_toy
 
         register_resolvers()
         HydraConfig.instance().set_config(config)  # ${hydra:runtime.cwd} in paths
         ensure_toy(config.toy)
-
-
-@contextmanager
-def cache_lock(path: str | Path) -> Iterator[None]:
-    """Exclusive lock on `<path>.lock` (POSIX flock): concurrent jobs compute a cache entry once.
-
-    Wrap "check the cache, else compute and write it" in it; the second job then finds the file.
-    """
-    import fcntl
-
-    lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

@@ -33,7 +33,7 @@ def outputs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_toy(outputs_dir: Path):
     """The tiny toy world (built once, ~15 s): data, tokenizer, base and aligned checkpoints."""
     from ssah.config import compose
-    from ssah.toy.world import ensure_toy
+    from ssah.worlds.toy.world import ensure_toy
 
     cfg = compose("toy", ["toy=tiny"])
     return ensure_toy(cfg.toy)

@@ -67,7 +67,7 @@ def no_toy_build(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("composing a config resolved ${toy:...}")
 
-    monkeypatch.setattr("ssah.toy.world.ensure_toy", refuse)
+    monkeypatch.setattr("ssah.worlds.toy.world.ensure_toy", refuse)
 
 
 @pytest.mark.parametrize(("stage", "group", "option"), _cases())

@@ -113,8 +113,8 @@ def test_data_mirror_replaces_hub_ids_only(tmp_path):
 
 
 def test_real_model_preset_composes_without_building_the_toy_world(tmp_path, monkeypatch):
-    import ssah.toy.world as world
-    from ssah.toy.cache import materialize
+    import ssah.worlds.toy.world as world
+    from ssah.worlds.ensure import ensure_worlds, needs_toy
 
     builds: list[str] = []
     monkeypatch.setattr(world, "ensure_toy", lambda cfg: builds.append(cfg["cache_dir"]))
@@ -122,9 +122,11 @@ def test_real_model_preset_composes_without_building_the_toy_world(tmp_path, mon
         "probe",
         ["+experiment=figs2_4_probe", "+dry_run=probe", f"toy.cache_dir={tmp_path / 'toy'}"],
     )
-    toy_data = str(cfg.direction.harmful_eval)  # resolving a toy path does not build ...
+    str(cfg.direction.harmful_eval)  # resolving a toy path does not build ...
     assert builds == [] and not (tmp_path / "toy").exists()
-    materialize(tmp_path / "elsewhere.jsonl")
-    assert builds == []
-    materialize(toy_data)  # ... reading it does
+    ensure_worlds(cfg)  # ... and a dry run reads no toy path, so the door builds nothing
+    assert needs_toy(cfg) is None and builds == []
+    toy_cfg = compose("probe", [f"toy.cache_dir={tmp_path / 'toy'}"])
+    assert needs_toy(toy_cfg) is not None
+    ensure_worlds(toy_cfg)  # the toy probe reads the toy world: the door builds it
     assert builds == [str(tmp_path / "toy")]

@@ -35,7 +35,7 @@ def test_eval_prompts_are_held_out(tiny_toy):
 
 def test_build_is_cached_and_keyed_by_config(tiny_toy):
     from ssah.config import compose
-    from ssah.toy.world import ensure_toy
+    from ssah.worlds.toy.world import ensure_toy
 
     again = ensure_toy(compose("toy", ["toy=tiny"]).toy)
     assert again.root == tiny_toy.root
@@ -43,6 +43,6 @@ def test_build_is_cached_and_keyed_by_config(tiny_toy):
     other = compose("toy", ["toy=tiny", "toy.seed=1"]).toy
     from omegaconf import OmegaConf
 
-    from ssah.toy.cache import config_key
+    from ssah.worlds.toy.cache import config_key
 
     assert config_key(OmegaConf.to_container(other, resolve=True)) != tiny_toy.root.name

@@ -13,7 +13,6 @@ from typing import Any
 import datasets
 
 from ssah.errors import SsahError
-from ssah.toy.cache import materialize
 
 datasets.disable_progress_bars()  # one "Generating split" bar per file floods stage logs
 
@@ -42,7 +41,6 @@ def load_records(
     datasets need network access, which tests and the toy world never use.
     """
     src = str(source)
-    materialize(src)  # a ${toy:data} path is built on first read
     if src.endswith(LOCAL_SUFFIXES) or Path(src).exists():
         ds = _load_local(Path(src))
     elif mirror := _MIRROR.get(src, _MIRROR.get("*")):

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ssah.freeze.masks import Masks
-from ssah.scoring.unitsfile import atomic_write_bytes, serialize
+from ssah.io import atomic_write_bytes
+from ssah.scoring.unitsfile import serialize
 from ssah.units import KINDS, UnitIndex
 
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ssah.io import atomic_path
 from ssah.scoring.categories import CATEGORY_NAMES
 
 COLORS = {"ru": "#9e9e9e", "scu": "#d62728", "ucu": "#1f77b4", "cu": "#2ca02c"}
@@ -38,11 +37,7 @@ def plot_layers(summary: dict[str, Any], path: str | Path, title: str = "") -> P
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

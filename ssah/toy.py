@@ -5,7 +5,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from ssah.cli import stage
-from ssah.toy.world import ensure_toy
+from ssah.worlds.toy.world import ensure_toy
 
 
 @stage("toy")

@@ -24,11 +24,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ssah.data.datamodule import TaskConfig
 from ssah.module import OptimConfig
-from ssah.toy import vocab as V
-from ssah.toy.cache import ToyWorld, locate, plain_config
-from ssah.toy.data import build_records, corpus, write_jsonl
-from ssah.toy.tokenizer import train_tokenizer
 from ssah.training import fit, quiet_trainer
+from ssah.worlds.toy import vocab as V
+from ssah.worlds.toy.cache import ToyWorld, locate, plain_config
+from ssah.worlds.toy.data import build_records, corpus, write_jsonl
+from ssah.worlds.toy.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 

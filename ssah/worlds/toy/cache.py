@@ -1,10 +1,9 @@
-"""Where a toy world lives, and building it on first *use* rather than on first mention.
+"""Where a toy world lives: `<cache_dir>/<hash of the toy config>/`, pure path arithmetic.
 
-`${toy:aligned}` only says where the world will be (`<cache_dir>/<hash of the toy config>/`)
-and notes it as pending; the loaders (`ssah.models`, `ssah.data.records`) call `materialize`
-before they read a path, which builds a pending world the path lies in. So composing or merging
-configs that mention the toy world (a real-model preset over the toy defaults, a logged config)
-never builds it; reading its files does.
+`${toy:aligned}` only says where the world is; nothing here builds it. The stage door
+(`ssah.worlds.ensure`) builds a world that the resolved job config points into, so composing
+or merging configs that mention the toy world (a real-model preset over the toy defaults, a
+logged config) never builds it.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from ssah.errors import SsahError
 
 WHICH = ("base", "aligned", "data", "tokenizer", "root")
-_PENDING: dict[Path, dict[str, Any]] = {}  # world root -> its toy config, not built yet
 
 
 @dataclass(frozen=True)
@@ -55,20 +53,6 @@ def plain_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
 
 
 def locate(cfg: DictConfig | dict[str, Any]) -> ToyWorld:
-    """The world `cfg` describes, built or not; an unbuilt one is noted for `materialize`."""
+    """The world `cfg` describes, built or not."""
     plain = plain_config(cfg)
-    world = ToyWorld(Path(plain["cache_dir"]).expanduser().resolve() / config_key(plain))
-    if not world.built:
-        _PENDING[world.root] = plain
-    return world
-
-
-def materialize(path: str | Path) -> None:
-    """Build the pending toy world that `path` lies in (no-op for any other path)."""
-    if not _PENDING:
-        return
-    p = Path(path).expanduser().resolve()
-    for root in [r for r in _PENDING if r == p or r in p.parents]:
-        from ssah.toy.world import ensure_toy  # heavy imports only when building
-
-        ensure_toy(_PENDING.pop(root))
+    return ToyWorld(Path(plain["cache_dir"]).expanduser().resolve() / config_key(plain))

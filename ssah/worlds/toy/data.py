@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ssah.toy import vocab as V
+from ssah.worlds.toy import vocab as V
 
 Record = dict[str, Any]
 

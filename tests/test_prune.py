@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM
 from ssah.errors import SsahError
 from ssah.eval.tiny import tiny_llama
 from ssah.prune import PruneConfig, choose, compensation_biases, table_markdown, zero_units
-from ssah.scoring.categories import Ratios, assign
+from ssah.scoring.categories import Ratios, assign, unit_z
 from ssah.scoring.stats import collect
 from ssah.units import KINDS, UnitIndex
 
@@ -40,8 +40,9 @@ def scores(idx: UnitIndex, seed: int) -> dict:
 
 def test_choose_targets() -> None:
     idx = UnitIndex(tiny())
-    s, u = scores(idx, 1), scores(idx, 2)
-    cat = idx.unflatten(assign(idx, s, u, Ratios(0.1, 0.05, 0.1)).category)
+    s0, u0 = scores(idx, 1), scores(idx, 2)
+    cat = idx.unflatten(assign(idx, s0, u0, Ratios(0.1, 0.05, 0.1), head_z="per_head").category)
+    s, u = unit_z(idx, s0, head_z="per_head"), unit_z(idx, u0, head_z="per_head")
     w, total = idx.flat_weights(), idx.total_params()
     scu = idx.flatten(choose(PruneConfig("scu"), idx, cat, s, u))
     assert torch.equal(scu, idx.flatten(cat) == 1)
@@ -54,6 +55,8 @@ def test_choose_targets() -> None:
     top = choose(PruneConfig("topk", topk={"score": "safety", "ratio": 0.02}), idx, cat, s, u)
     flat = idx.flatten(top)
     assert 0.02 * total - idx.unit_weight("attn") < float(w[flat].sum()) <= 0.02 * total
+    zs = idx.flatten(s)
+    assert float(zs[flat].min()) >= float(zs[~flat].max()) - 1e-6 or flat.sum() == 0
     with pytest.raises(SsahError, match="target='bogus'"):
         PruneConfig("bogus")
 

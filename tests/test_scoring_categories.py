@@ -13,7 +13,7 @@ from transformers import LlamaForCausalLM
 from ssah.errors import SsahError
 from ssah.eval.tiny import tiny_llama
 from ssah.scoring.categories import CU, RU, SCU, UCU, Ratios, assign, select, summary, zscore
-from ssah.scoring.scorers import ScorerConfig, score
+from ssah.scoring.scorers import ScorerConfig, score_channels
 from ssah.scoring.unitsfile import model_digest, read_units, write_units
 from ssah.units import KINDS, UnitIndex
 
@@ -72,11 +72,12 @@ def test_planted_safety_neurons_are_exactly_the_scu(scorer: str = "wifv") -> Non
     model = planted_model()
     idx = UnitIndex(model)
     cfg = ScorerConfig(scorer)
-    s = score(model, idx, batch(SAFE_TOKENS + list(range(3, 40)), 16, 0), cfg)
-    u = score(model, idx, batch(list(range(3, 40)), 16, 1), cfg)
+    sc = score_channels(model, idx, batch(SAFE_TOKENS + list(range(3, 40)), 16, 0), cfg)
+    uc = score_channels(model, idx, batch(list(range(3, 40)), 16, 1), cfg)
+    s, u = sc.unit, uc.unit
     n_planted = sum(len(v) for v in PLANTED.values())
     b = n_planted * idx.unit_weight("mlp") / idx.total_params()
-    asg = assign(idx, s, u, Ratios(ru=0.1, scu=b, ucu=0.1))
+    asg = assign(idx, s, u, Ratios(ru=0.1, scu=b, ucu=0.1), 1, sc.channel, uc.channel)
     cat = idx.unflatten(asg.category)
     for layer in range(2):
         got = (cat[(layer, "mlp")] == SCU).nonzero().flatten().tolist()
@@ -108,7 +109,7 @@ def tiny_index(layers: int = 3) -> UnitIndex:
 def test_shares_match_ratios_within_one_unit_and_categories_partition(ratios) -> None:
     idx = tiny_index()
     r = Ratios(*ratios)
-    asg = assign(idx, random_scores(idx, 1), random_scores(idx, 2), r)
+    asg = assign(idx, random_scores(idx, 1), random_scores(idx, 2), r, head_z="per_head")
     w, total = idx.flat_weights(), idx.total_params()
     biggest = max(idx.unit_weight(k) for k in KINDS)
     for name, ratio in (("ru", r.ru), ("scu", r.scu), ("ucu", r.ucu)):
@@ -139,9 +140,9 @@ def test_ties_break_by_flat_order_and_z_is_per_layer_and_kind() -> None:
     # scaling one layer's scores must not change anything (z within layer and kind)
     idx = tiny_index(2)
     s, u = random_scores(idx, 3), random_scores(idx, 4)
-    a = assign(idx, s, u, Ratios())
+    a = assign(idx, s, u, Ratios(), head_z="per_head")
     s2 = {k: v * (1000.0 if k == (1, "mlp") else 1.0) for k, v in s.items()}
-    assert torch.equal(a.category, assign(idx, s2, u, Ratios()).category)
+    assert torch.equal(a.category, assign(idx, s2, u, Ratios(), head_z="per_head").category)
 
 
 def test_ratio_outside_unit_interval_is_refused() -> None:
@@ -152,7 +153,7 @@ def test_ratio_outside_unit_interval_is_refused() -> None:
 def test_units_file_is_byte_identical_and_follows_contract_4(tmp_path) -> None:
     idx = tiny_index(2)
     s, u = random_scores(idx, 5), random_scores(idx, 6)
-    cat = idx.unflatten(assign(idx, s, u, Ratios()).category)
+    cat = idx.unflatten(assign(idx, s, u, Ratios(), head_z="per_head").category)
     meta = {
         "model": "m",
         "model_hash": "sha256:x",

@@ -36,7 +36,8 @@ def scored(tiny_toy, tmp_path_factory):
 
 
 def recompute(path) -> dict[str, np.ndarray]:
-    """What an outside check does: z within layer/kind, global ranking, parameter ratios."""
+    """What an outside check does: stored z (tests/test_fidelity_scoring.py checks them against
+    the raw fields), global ranking, parameter ratios."""
     t = load_file(str(path))
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata()
@@ -45,10 +46,10 @@ def recompute(path) -> dict[str, np.ndarray]:
     keys, zs, zu, w = [], [], [], []
     for i in range(units["num_layers"]):
         for kind in ("mlp", "attn"):
-            s = t[f"layers.{i}.{kind}.safety_score"].astype(np.float64)
-            u = t[f"layers.{i}.{kind}.utility_score"].astype(np.float64)
-            zs.append((s - s.mean()) / s.std(ddof=1))
-            zu.append((u - u.mean()) / u.std(ddof=1))
+            s = t[f"layers.{i}.{kind}.safety_z"].astype(np.float64)  # the z the ranking used
+            u = t[f"layers.{i}.{kind}.utility_z"].astype(np.float64)
+            zs.append(s)
+            zu.append(u)
             w.append(np.full(len(s), w_of[kind]))
             keys.append((f"layers.{i}.{kind}.category", len(s)))
     zs, zu, w = np.concatenate(zs), np.concatenate(zu), np.concatenate(w)
@@ -99,7 +100,8 @@ def test_changed_ratios_reuse_scores_and_bad_input_is_refused(scored, tmp_path) 
     from ssah.score import run
 
     out, *_ = scored
-    m = run(compose("score", OVERRIDES + ["scoring.ratios.scu=0.05"]), tmp_path / "c")
+    cache = f"paths.score_cache={out / 'cache'}"  # the fixture's cache, whatever ran before
+    m = run(compose("score", OVERRIDES + [cache, "scoring.ratios.scu=0.05"]), tmp_path / "c")
     assert m["score/cache_hit"] == 1.0
     assert m["score/selected_params_share/scu"] == pytest.approx(0.05, abs=0.05)
     with pytest.raises(SsahError, match=r"ratios.ru=1.5"):

@@ -24,9 +24,9 @@ from ssah.errors import SsahError
 from ssah.freeze import baselines
 from ssah.freeze import masks as M
 from ssah.freeze.callback import ExactFreeze, FreezeDriftError, digest
-from ssah.freeze.fsdp import gather_full, is_sharded
 from ssah.freeze.slices import FrozenSlices, expand, values, write_mask_file
 from ssah.freeze.spec import FreezeConfig
+from ssah.fsdp import gather_full, is_sharded
 from ssah.units import ModuleNames, UnitIndex
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,7 @@ def _names(meta: dict[str, str]) -> ModuleNames | None:
 
 def read_units_for(path: str, model: nn.Module, check_model: bool) -> tuple[UnitsData, UnitIndex]:
     """A units file, validated against `model` (shapes, categories, model hash)."""
+    from ssah.scoring.categories import ZScores
     from ssah.scoring.unitsfile import model_digest, read_units
 
     p = Path(path).expanduser()
@@ -179,6 +180,8 @@ def read_units_for(path: str, model: nn.Module, check_model: bool) -> tuple[Unit
         uf.check_model(model_digest(model), path)
     safety = uf.safety if len(uf.safety) == len(uf.category) else None
     utility = uf.utility if len(uf.utility) == len(uf.category) else None
+    if uf.safety_z and uf.utility_z:  # rank by the z the categories used (scoring.head_z)
+        safety, utility = ZScores(uf.safety_z), ZScores(uf.utility_z)
     return UnitsData(uf.category, safety, utility, uf.metadata, str(p)), index
 
 
@@ -187,6 +190,7 @@ def score_units_for(
 ) -> tuple[UnitsData, UnitIndex]:
     """units=null: score the model being fine-tuned with the scoring config (score cache)."""
     from ssah.models import ModelConfig, load_tokenizer
+    from ssah.scoring.categories import ZScores
     from ssah.scoring.pipeline import ScoringSettings, compute_units
 
     if root is None:
@@ -211,8 +215,8 @@ def score_units_for(
         units.write(out_dir / "units.safetensors")
     data = UnitsData(
         units.category,
-        units.safety,
-        units.utility,
+        ZScores(units.safety_z),
+        ZScores(units.utility_z),
         units.metadata,
         str(out_dir / "units.safetensors"),
     )

@@ -11,7 +11,7 @@ import torch
 
 from ssah.errors import SsahError
 from ssah.freeze.spec import FreezeConfig
-from ssah.scoring.categories import zscore
+from ssah.scoring.categories import ZScores, zscore
 from ssah.units import KINDS, UnitIndex
 
 Masks = dict[tuple[int, str], torch.Tensor]
@@ -65,11 +65,17 @@ def check_categories(index: UnitIndex, category: Masks, source: str) -> torch.Te
 def ranking_key(
     index: UnitIndex, safety: Masks, utility: Masks, how: str, ddof: int
 ) -> torch.Tensor:
-    """Flat ranking key (higher = more "top") from per-layer z-scores."""
-    zu = index.flatten({k: zscore(v, ddof) for k, v in utility.items()})
+    """Flat ranking key (higher = more "top") from per-layer z-scores (stored z as they are)."""
+
+    def z(scores: Masks) -> torch.Tensor:
+        if isinstance(scores, ZScores):
+            return index.flatten({k: v.to(torch.float64) for k, v in scores.items()})
+        return index.flatten({k: zscore(v, ddof) for k, v in scores.items()})
+
+    zu = z(utility)
     if how == "z_utility":
         return zu
-    zs = index.flatten({k: zscore(v, ddof) for k, v in safety.items()})
+    zs = z(safety)
     if how == "z_safety":
         return zs
     return zs - zu if how == "z_safety_minus_utility" else zs + zu

@@ -4,6 +4,8 @@ Scores are cached by content: model weights hash, scorer settings, the encoded c
 data and the module names. Ratios are not part of the key (categories are recomputed from
 the cached float32 scores in milliseconds), so sweeps over ratios or prune targets reuse
 one entry. A cache entry or `scores_from` file made for another model is refused.
+Entries hold the o_proj channel scores too (head_z=squared_channels needs them); the cache
+key carries the units-file format, so entries written before that are not reused.
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ssah.data.calibration import CalibrationConfig, batches, build_calibration, describe
 from ssah.errors import SsahError
-from ssah.scoring.categories import Assignment, Ratios, assign
-from ssah.scoring.scorers import ScorerConfig, Scores, score
-from ssah.scoring.unitsfile import UnitsFile, model_digest, read_units, write_units
-from ssah.sweep import cache_lock
+from ssah.scoring.categories import HEAD_Z, Assignment, Channels, Ratios, assign_z, unit_z
+from ssah.scoring.scorers import ScorerConfig, Scores, score_channels
+from ssah.scoring.unitsfile import FORMAT, UnitsFile, model_digest, read_units, write_units
+from ssah.io import cache_lock
 from ssah.units import UnitIndex
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ class ScoringSettings:
     calibration: CalibrationConfig
     zscore_ddof: int = 1
     modules: dict[str, str] = field(default_factory=dict)
+    head_z: str = "squared_channels"  # squared_channels (authors) | per_head
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig | dict[str, Any]) -> ScoringSettings:
@@ -52,6 +55,7 @@ class ScoringSettings:
             "calibration",
             "zscore_ddof",
             "modules",
+            "head_z",
         }
         extra = sorted(set(d) - known)
         if extra:
@@ -59,6 +63,12 @@ class ScoringSettings:
         ddof = int(d.get("zscore_ddof", 1))
         if ddof not in (0, 1):
             raise SsahError(f"scoring.zscore_ddof={ddof} must be 0 or 1.")
+        head_z = str(d.get("head_z", "squared_channels"))
+        if head_z not in HEAD_Z:
+            raise SsahError(
+                f"scoring.head_z={head_z!r} is unknown; use one of {HEAD_Z} "
+                "(squared_channels: the authors' order)."
+            )
         return cls(
             scorer=ScorerConfig(
                 d.get("scorer", "wifv"), d.get("head_reduction", "mean"), int(d.get("seed", 0))
@@ -67,6 +77,7 @@ class ScoringSettings:
             calibration=CalibrationConfig(**d["calibration"]),
             zscore_ddof=ddof,
             modules=dict(d.get("modules") or {}),
+            head_z=head_z,
         )
 
 
@@ -80,6 +91,10 @@ class Units:
     assignment: Assignment
     metadata: dict[str, str]
     info: dict[str, float]
+    safety_z: Scores = field(default_factory=dict)
+    utility_z: Scores = field(default_factory=dict)
+    channel_safety: Channels | None = None
+    channel_utility: Channels | None = None
 
     @property
     def category(self) -> Scores:
@@ -87,12 +102,27 @@ class Units:
 
     def write(self, path: str | Path) -> Path:
         return write_units(
-            path, self.index, self.safety, self.utility, self.category, self.metadata
+            path,
+            self.index,
+            self.safety,
+            self.utility,
+            self.category,
+            self.metadata,
+            safety_z=self.safety_z,
+            utility_z=self.utility_z,
+            channel_safety=self.channel_safety,
+            channel_utility=self.channel_utility,
         )
 
 
 def cache_key(digest: str, scfg: ScorerConfig, hashes: dict[str, str], index: UnitIndex) -> str:
-    body = {"model": digest, "scorer": asdict(scfg), "data": hashes, "modules": asdict(index.names)}
+    body = {
+        "model": digest,
+        "scorer": asdict(scfg),
+        "data": hashes,
+        "modules": asdict(index.names),
+        "format": FORMAT,
+    }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -114,9 +144,12 @@ def compute_units(
         uf = read_units(scores_from, index)
         uf.check_model(digest, scores_from)
         safety, utility, base_meta = uf.safety, uf.utility, _score_meta(uf.metadata)
+        ch_s, ch_u = uf.channel_safety or None, uf.channel_utility or None
         info["cache_hit"] = 1.0
     else:
         ccfg = settings.calibration
+        ch_s: Channels | None = None
+        ch_u: Channels | None = None
         if scfg.name == "random":
             sets = {}
             hashes = {"safety": "none", "utility": "none"}
@@ -146,6 +179,7 @@ def compute_units(
                 uf = read_units(path, index)
                 uf.check_model(digest, path)
                 safety, utility = uf.safety, uf.utility
+                ch_s, ch_u = uf.channel_safety or None, uf.channel_utility or None
                 info["cache_hit"] = 1.0
                 log.info("scores reused from cache %s", path)
             else:
@@ -154,26 +188,62 @@ def compute_units(
                     n: batches(s.rows, ccfg.batch_size, pad, ccfg.sort_by_length)
                     for n, s in sets.items()
                 }
-                safety = score(model, index, bs.get("safety", []), scfg, stream=0)
-                utility = score(model, index, bs.get("utility", []), scfg, stream=1)
+                sc_s = score_channels(model, index, bs.get("safety", []), scfg, stream=0)
+                sc_u = score_channels(model, index, bs.get("utility", []), scfg, stream=1)
+                safety, utility = sc_s.unit, sc_u.unit
+                ch_s, ch_u = sc_s.channel, sc_u.channel
                 if path is not None:
-                    write_units(path, index, safety, utility, None, base_meta)
+                    write_units(
+                        path,
+                        index,
+                        safety,
+                        utility,
+                        None,
+                        base_meta,
+                        channel_safety=ch_s,
+                        channel_utility=ch_u,
+                    )
         info["time/scoring_s"] = time.perf_counter() - t1
-    asg = assign(index, safety, utility, settings.ratios, settings.zscore_ddof)
+    ddof, hz = settings.zscore_ddof, settings.head_z
+    zs = unit_z(index, _f32(safety), _f32c(ch_s), hz, ddof)
+    zu = unit_z(index, _f32(utility), _f32c(ch_u), hz, ddof)
+    asg = assign_z(index, zs, zu, settings.ratios)
     r = settings.ratios
     meta = {
         **base_meta,
         "ratios": json.dumps({"ru": r.ru, "scu": r.scu, "ucu": r.ucu}, sort_keys=True),
         "zscore_ddof": str(settings.zscore_ddof),
+        "head_z": hz,
         "units": json.dumps(index.describe(), sort_keys=True),
+        "z_rule": Z_RULES[hz],
         "rule": (
-            "z per (layer, kind); global ranking; RU lowest zS+zU, SCU highest zS-zU, "
-            "UCU lowest zS-zU, later overwrites earlier; selection = longest prefix with "
-            "params <= ratio*total; ties by flat order (layer, mlp before attn, index)"
+            "categories from the stored float32 safety_z/utility_z (as float64): global "
+            "ranking; RU lowest zS+zU, SCU highest zS-zU, UCU lowest zS-zU, later overwrites "
+            "earlier; selection = longest prefix of the stable ascending/descending sort whose "
+            "params <= ratio*total (unit weights in `units`: params_per_neuron, "
+            "params_per_head); ties by flat order (layer, mlp before attn, index)"
         ),
     }
     info["time/units_total_s"] = time.perf_counter() - t0
-    return Units(index, safety, utility, asg, meta, info)
+    return Units(index, safety, utility, asg, meta, info, zs, zu, ch_s, ch_u)
+
+
+Z_RULES = {
+    "squared_channels": (
+        "mlp: z of safety_score within the layer (std ddof=zscore_ddof); attn: square each "
+        "o_proj input channel score (channel_*_score), z over all the layer's channels, head "
+        "z = mean of its head_dim channels' z (authors' lib/prune.py AL-AM)"
+    ),
+    "per_head": "z of the per-head / per-neuron score within each (layer, kind)",
+}
+
+
+def _f32(x: Scores) -> Scores:
+    return {k: v.to("cpu").float() for k, v in x.items()}
+
+
+def _f32c(x: Channels | None) -> Channels | None:
+    return None if x is None else {k: v.to("cpu").float() for k, v in x.items()}
 
 
 def _score_meta(meta: dict[str, str]) -> dict[str, str]:

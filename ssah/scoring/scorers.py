@@ -1,8 +1,10 @@
 """Unit importance scorers: WIFV (paper Eq. 1, default), Wanda, SNIP, activation contrast, random.
 
 Every scorer returns {(layer, kind): float32 vector} with one score per MLP neuron
-(length intermediate_size) and per query head (length num_attention_heads). Channel-level
-scores of a head (its head_dim channels) are combined by `head_reduction`.
+(length intermediate_size) and per query head (length num_attention_heads), plus the raw
+score of every o_proj input channel (length num_attention_heads x head_dim, head-major),
+which the authors' head standardisation needs (see categories.unit_z). The per-head
+score stored in `safety_score`/`utility_score` combines a head's channels by `head_reduction`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from ssah.units import KINDS, UnitIndex
 Scores = dict[tuple[int, str], torch.Tensor]
 Batches = Sequence[dict[str, torch.Tensor]]
 SCORERS = ("wifv", "wanda", "snip", "contrast", "random")
-HEAD_REDUCTIONS = ("mean", "sum", "authors")
+HEAD_REDUCTIONS = ("mean", "sum", "mean_square")
+Channels = dict[int, torch.Tensor]
 
 
 @dataclass
@@ -30,12 +33,18 @@ class ScorerConfig:
     """conf/scoring/*.yaml: which scorer and how a head's channel scores are combined."""
 
     name: str = "wifv"
-    head_reduction: str = "mean"  # mean | sum | authors (mean of squared channel scores)
+    head_reduction: str = "mean"  # mean | sum | mean_square (per-head value stored in the file)
     seed: int = 0  # random scorer
 
     def __post_init__(self) -> None:
         if self.name not in SCORERS:
             raise SsahError(f"scoring.scorer={self.name!r} is unknown; use one of {SCORERS}.")
+        if self.head_reduction == "authors":
+            raise SsahError(
+                "scoring.head_reduction=authors was renamed mean_square: it squares channel "
+                "scores but reduces them to heads before standardising, which the authors' code "
+                "does not do; their order is scoring.head_z=squared_channels (the default)."
+            )
         if self.head_reduction not in HEAD_REDUCTIONS:
             raise SsahError(
                 f"scoring.head_reduction={self.head_reduction!r} is unknown; "
@@ -46,34 +55,48 @@ class ScorerConfig:
 def reduce_heads(channel: torch.Tensor, index: UnitIndex, how: str) -> torch.Tensor:
     """[heads * head_dim] channel scores -> [heads] head scores.
 
-    mean (default) and sum rank identically after z-standardisation; `authors` is the
-    reduction of FLAP and the SSAH authors' code: the mean of the squared channel scores.
+    mean (default) and sum rank identically under head_z=per_head; mean_square is the mean
+    of the squared channel scores. With head_z=squared_channels (default) the ranking uses
+    the channel scores themselves and this value is only stored and reported.
     """
     per_head = channel.reshape(index.num_heads, index.head_dim)
     if how == "mean":
         return per_head.mean(dim=1)
     if how == "sum":
         return per_head.sum(dim=1)
-    if how == "authors":
+    if how == "mean_square":
         return per_head.square().mean(dim=1)
     raise SsahError(f"head_reduction={how!r} is unknown; use one of {HEAD_REDUCTIONS}.")
+
+
+@dataclass
+class Scored:
+    """Unit scores plus the raw o_proj input-channel scores of every layer (head-major)."""
+
+    unit: Scores
+    channel: Channels
 
 
 def _weight(model: nn.Module, index: UnitIndex, layer: int, which: str) -> torch.Tensor:
     return index.module(model, layer, which).weight.detach().to(torch.float64)
 
 
-def _finish(channel: dict[tuple[int, str], torch.Tensor], index: UnitIndex, how: str) -> Scores:
-    """Channel scores -> unit scores (float32, CPU)."""
+def _finish(channel: dict[tuple[int, str], torch.Tensor], index: UnitIndex, how: str) -> Scored:
+    """Channel scores -> unit scores and o_proj channel scores (float32, CPU)."""
     out: Scores = {}
+    attn: Channels = {}
     for (layer, kind), v in channel.items():
-        unit = v if kind == "mlp" else reduce_heads(v, index, how)
+        if kind == "attn":
+            attn[layer] = v.to(torch.float32).cpu()
+            unit = reduce_heads(attn[layer], index, how)
+        else:
+            unit = v
         out[(layer, kind)] = unit.to(torch.float32).cpu()
-    return out
+    return Scored(out, attn)
 
 
 # ---- scorers ---------------------------------------------------------------------------------
-def wifv(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scores:
+def wifv(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scored:
     """I_j = Var_n(X_nj) * ||B[:, j]||^2, B = down_proj / o_proj (paper Eq. 1)."""
     st = collect(model, index, batches).stats
     channel = {}
@@ -85,7 +108,7 @@ def wifv(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig
     return _finish(channel, index, cfg.head_reduction)
 
 
-def wanda(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scores:
+def wanda(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scored:
     """Sum over the unit's weights of |W_ij| * ||X_j||_2 (gate/up rows + down column;
     q rows + o columns per head channel). k/v rows are shared by a group and left out."""
     which = ("gate_proj", "down_proj", "q_proj", "o_proj")
@@ -102,7 +125,7 @@ def wanda(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfi
     return _finish(channel, index, cfg.head_reduction)
 
 
-def contrast(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scores:
+def contrast(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scored:
     """Mean |activation| of the unit's channels (input of down_proj / o_proj); the category
     rule then contrasts safety against utility data."""
     st = collect(model, index, batches, track_abs=True).stats
@@ -114,7 +137,7 @@ def contrast(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerCo
     return _finish(channel, index, cfg.head_reduction)
 
 
-def snip(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scores:
+def snip(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scored:
     """Sum over the unit's weights of |W * dL/dW|, L = mean response-token loss over the
     whole calibration set; one backward pass per batch gives every layer's gradient."""
     names = ("gate_proj", "up_proj", "down_proj", "q_proj", "o_proj")
@@ -182,22 +205,47 @@ def _accumulated_grads(
 
 def random_scores(
     model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig, stream: int = 0
-) -> Scores:
-    """Uniform random scores, seeded by (seed, stream); a baseline that needs no data."""
+) -> Scored:
+    """Uniform random scores, seeded by (seed, stream); a baseline that needs no data.
+    A head's channels all carry the head's score (so both head_z rules apply)."""
     gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + stream)
-    return {
+    unit = {
         (layer, kind): torch.rand(index.num_units(kind), generator=gen)
         for layer in range(index.num_layers)
         for kind in KINDS
     }
+    channel = {
+        layer: unit[(layer, "attn")].repeat_interleave(index.head_dim)
+        for layer in range(index.num_layers)
+    }
+    return Scored(unit, channel)
 
 
-SCORER_FNS: dict[str, Callable[..., Scores]] = {
+SCORER_FNS: dict[str, Callable[..., Scored]] = {
     "wifv": wifv,
     "wanda": wanda,
     "snip": snip,
     "contrast": contrast,
 }
+
+
+def score_channels(
+    model: nn.Module,
+    index: UnitIndex,
+    batches: Batches,
+    cfg: ScorerConfig,
+    stream: int = 0,
+) -> Scored:
+    """Scores of every unit and o_proj channel on one calibration set (`stream` separates
+    the random draws)."""
+    if cfg.name == "random":
+        return random_scores(model, index, batches, cfg, stream)
+    was_training = model.training
+    model.eval()
+    try:
+        return SCORER_FNS[cfg.name](model, index, batches, cfg)
+    finally:
+        model.train(was_training)
 
 
 def score(
@@ -207,12 +255,5 @@ def score(
     cfg: ScorerConfig,
     stream: int = 0,
 ) -> Scores:
-    """Scores of every unit on one calibration set (`stream` separates the random draws)."""
-    if cfg.name == "random":
-        return random_scores(model, index, batches, cfg, stream)
-    was_training = model.training
-    model.eval()
-    try:
-        return SCORER_FNS[cfg.name](model, index, batches, cfg)
-    finally:
-        model.train(was_training)
+    """Scores of every unit on one calibration set (unit scores of `score_channels`)."""
+    return score_channels(model, index, batches, cfg, stream).unit

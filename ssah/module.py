@@ -64,7 +64,7 @@ class CausalLMModule(pl.LightningModule):
 
         if self._trainer is None or not isinstance(self.trainer.strategy, ModelParallelStrategy):
             return
-        from ssah.freeze.fsdp import shard
+        from ssah.fsdp import shard
 
         mesh = self.device_mesh
         if mesh["tensor_parallel"].size() != 1:

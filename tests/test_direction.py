@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from test_probe import tiny_llama, tiny_tokenizer
 
-from ssah import direction as D
-from ssah.probe import block_states
+from ssah.analysis import direction as D
+from ssah.analysis.probe import block_states
 
 
 def test_projection_maps_means_to_plus_minus_one_and_sign_follows_direction() -> None:

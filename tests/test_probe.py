@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-from ssah import probe
+from ssah.analysis import probe
 from ssah.errors import SsahError
 from ssah.eval import tiny
+from ssah.probe import run as run_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_TEMPLATE = (
@@ -228,7 +229,7 @@ def test_run_in_process_writes_pngs_and_metrics(tmp_path: Path, outputs_dir: Pat
     extra = ["direction.models=[aligned,reference]", "direction.estimate.position=prompt_end"]
     cfg = compose("probe", probe_overrides(paths) + extra + ["logger=csv"])
     out = tmp_path / "run"
-    metrics = probe.run(cfg, out)
+    metrics = run_probe(cfg, out)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved.keys() == metrics.keys()
     for label in ("aligned", "base"):

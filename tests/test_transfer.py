@@ -10,8 +10,9 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from ssah import transfer as T
+from ssah.analysis import transfer as T
 from ssah.errors import SsahError
+from ssah.transfer import run as run_transfer
 
 RU, SCU, UCU, CU = 0, 1, 2, 3
 
@@ -92,7 +93,7 @@ def test_run_writes_tables_heatmap_and_metrics(tmp_path: Path) -> None:
         }
     )
     out = tmp_path / "run"
-    metrics = T.run(cfg, out)
+    metrics = run_transfer(cfg, out)
     assert json.loads((out / "metrics.json").read_text())["transfer/SCU_to_CU"] == 3 / 16
     assert metrics["transfer/num_units"] == 16
     md = (out / "transfer.md").read_text()
@@ -101,7 +102,7 @@ def test_run_writes_tables_heatmap_and_metrics(tmp_path: Path) -> None:
     assert "global,,all,SCU,CU,3" in rows and "layer,1,mlp,CU,UCU,1" in rows
     assert (out / "transfer.png").stat().st_size > 0
     with pytest.raises(SsahError, match="needs two units files"):
-        T.run(OmegaConf.create({"a": None, "b": None, "labels": {"a": "x", "b": "y"}}), out)
+        run_transfer(OmegaConf.create({"a": None, "b": None, "labels": {"a": "x", "b": "y"}}), out)
 
 
 def test_config_composes() -> None:

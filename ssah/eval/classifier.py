@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 
 from ssah.errors import SsahError
-from ssah.eval.judges import Judge, Verdicts
+from ssah.eval.verdicts import Judge, Verdicts
 
 # Llama Guard 3's hazard taxonomy (MLCommons), as in its model card.
 LLAMA_GUARD_3_CATEGORIES = [

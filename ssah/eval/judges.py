@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ssah.errors import SsahError
+from ssah.eval.verdicts import Judge, Verdicts
 
 # Zou et al. 2023 (GCG, llm-attacks) `test_prefixes`: a response containing any is a refusal.
 ZOU_PHRASES = [
@@ -152,32 +152,6 @@ def normalise(text: str) -> str:
     t = re.sub(r"(\w)\s*'\s*(\w)", r"\1'\2", t)
     t = re.sub(r"\s+([,.!?:;])", r"\1", t)  # toy spacing: "sorry , i" -> "sorry, i"
     return re.sub(r"[ \t]+", " ", t).strip()
-
-
-@dataclass
-class Verdicts:
-    """A judge's output: `flags[i]` True = fulfilled (harmful); `scores` for graded judges."""
-
-    flags: list[bool]
-    scores: list[float] | None = None
-    scale: str = "binary"  # "binary", "prob" (0-1) or "likert" (1-5)
-
-
-class Judge:
-    """Base: subclasses implement `judge`; `__call__` returns the flags only."""
-
-    name = "judge"
-
-    def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> Verdicts:
-        raise NotImplementedError
-
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
-        return self.judge(prompts, responses).flags
-
-    @staticmethod
-    def check(prompts: Sequence[str], responses: Sequence[str]) -> None:
-        if len(prompts) != len(responses):
-            raise SsahError(f"judge got {len(prompts)} prompts but {len(responses)} responses.")
 
 
 class KeywordJudge(Judge):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from ssah.errors import SsahError
-from ssah.eval.judges import Judge, Verdicts
+from ssah.eval.verdicts import Judge, Verdicts
 
 # Qi et al. 2023 ("Fine-tuning aligned language models compromises safety"), GPT-4 judge,
 # abridged: the policy summary, the 1-5 scale and the output format are theirs.

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ssah.errors import SsahError
-from ssah.freeze.fsdp import local, row_range
 from ssah.freeze.slices import FrozenSlices
+from ssah.fsdp import local, row_range
 
 
 class FreezeDriftError(SsahError):

@@ -273,7 +273,7 @@ def fit_direction(
     model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: DictConfig
 ) -> tuple[Direction, dict[str, float], torch.Tensor, torch.Tensor]:
     """Estimate the direction from harmful + benign prompts (labels by behaviour or source)."""
-    from ssah.probe import load_prompts
+    from ssah.analysis.probe import load_prompts
 
     e = cfg.direction.estimate
     harm = load_prompts(str(e.harmful), e.prompt_field, e.limit)
@@ -315,7 +315,7 @@ def fit_direction(
 
 def scenarios(tok: PreTrainedTokenizerBase, cfg: DictConfig) -> dict[str, tuple[list, list]]:
     """name -> (prompt ids, forced ids): plain, prefill attack, each jailbreak wrapper."""
-    from ssah.probe import fill, load_prompts
+    from ssah.analysis.probe import fill, load_prompts
 
     d = cfg.direction
     harm = load_prompts(str(d.harmful_eval), "prompt", d.limit)

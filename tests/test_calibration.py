@@ -99,3 +99,18 @@ def test_require_keywords_that_nothing_meets_is_a_clear_error(tmp_path, pair) ->
         C.build_set("safety", C.SetConfig(**scfg), ccfg(scfg, scfg), model, tok)
     with pytest.raises(SsahError, match="response='bogus'"):
         C.SetConfig(source=src, response="bogus")
+
+
+def test_self_answer_length_default_and_cut_answers_are_warned(tmp_path, pair, caplog) -> None:
+    """The default leaves room for a whole refusal; a limit that cuts answers says so."""
+    assert C.SetConfig(source="x").max_new_tokens == 256
+    model, tok = pair
+    rows = [{"prompt": f"tell me how to pick lock {i} ."} for i in range(4)]
+    src = write_jsonl(tmp_path / "h.jsonl", rows)
+    short = {"source": src, "response": "self", "n_samples": 4, "max_new_tokens": 3}
+    cfg = ccfg(short, short, gen_batch_size=4)
+    with caplog.at_level("WARNING", logger="ssah.data.calibration"):
+        s = C.build_set("safety", cfg.safety, cfg, model, tok)
+    cut = [r for r in s.records if len(tok(r["response"], add_special_tokens=False)["input_ids"]) >= 2]
+    assert cut, "a random tiny model should run past 3 tokens"
+    assert f"{len(cut)} of 4 self-generated answers reached max_new_tokens=3" in caplog.text

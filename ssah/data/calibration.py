@@ -42,7 +42,11 @@ class SetConfig:
     n_samples: int = 128
     exclude_keywords: list[str] = field(default_factory=list)  # drop rows containing any
     require_keywords: list[str] = field(default_factory=list)  # keep responses with one of these
-    max_new_tokens: int = 64  # response=self only
+    # response=self only: the longest self-generated answer. The authors scored with whole
+    # Llama-2-chat refusals (their data/SFT_aligned_llama2-7b-chat-hf_train*.csv; the short
+    # variant in their repo has responses of median 32, max 80 words), so the default leaves
+    # room for a whole one; answers that reach the limit were cut and are counted in a warning.
+    max_new_tokens: int = 256
 
     def __post_init__(self) -> None:
         if self.response not in RESPONSE_MODES:
@@ -224,7 +228,21 @@ def _self_answers(
         for p, a in zip(prompts, answers, strict=True):
             if _keep_response(a, scfg) and len(kept) < scfg.n_samples:
                 kept.append({"prompt": p, "response": a})
+    cut = sum(1 for r in kept if _hit_limit(tok, r["response"], scfg.max_new_tokens))
+    if cut:
+        log.warning(
+            "calibration: %d of %d self-generated answers reached max_new_tokens=%d and are cut "
+            "short; raise calibration.<set>.max_new_tokens to score full refusals",
+            cut,
+            len(kept),
+            scfg.max_new_tokens,
+        )
     return kept
+
+
+def _hit_limit(tok: PreTrainedTokenizerBase, text: str, max_new_tokens: int) -> bool:
+    """The answer (re-tokenised) is as long as the generation limit: it was probably cut."""
+    return len(tok(text, add_special_tokens=False)["input_ids"]) >= max_new_tokens - 1
 
 
 def cached_generate(

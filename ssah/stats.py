@@ -94,6 +94,21 @@ def newcombe_paired(
     return max(-1.0, d - lo), min(1.0, d + hi)
 
 
+def newcombe_unpaired(
+    p1: float, n1: int, p2: float, n2: int, level: float = LEVEL
+) -> tuple[float, float]:
+    """Newcombe's hybrid-score interval of p1 - p2 for independent samples (method 10)."""
+    if n1 <= 0 or n2 <= 0:
+        return math.nan, math.nan
+    l1, u1 = wilson(p1 * n1, n1, level)
+    l2, u2 = wilson(p2 * n2, n2, level)
+    d = p1 - p2
+    return (
+        max(-1.0, d - math.hypot(p1 - l1, u2 - p2)),
+        min(1.0, d + math.hypot(u1 - p1, p2 - l2)),
+    )
+
+
 def _binary(xs: Sequence[float]) -> bool:
     return all(x in (0, 1) for x in xs)
 
@@ -215,14 +230,23 @@ def mean_ci(values: Sequence[float], level: float = LEVEL) -> Summary:
 
 
 def verdict(ci_low: float, ci_high: float, direction: int = 1, margin: float = 0.0) -> str:
-    """Claim "effect > margin" (direction +1) or "effect < margin" (direction -1).
+    """Claim "effect > margin" (direction +1), "effect < margin" (-1) or "|effect| < margin"
+    (0, "similar"; margin > 0).
 
-    Supported when the whole interval lies on the claimed side of the margin, contradicted
-    when it lies wholly on the other side, inconclusive when it straddles the margin or is
-    unknown (nan: one seed, no interval)."""
-    if direction not in (1, -1):
-        raise ValueError("direction must be +1 or -1")
+    Supported when the whole interval lies on the claimed side of the margin (for 0: inside
+    (-margin, margin)), contradicted when it lies wholly on the other side (for 0: wholly
+    outside), inconclusive when it straddles it or is unknown (nan: one seed, no interval)."""
+    if direction not in (1, 0, -1):
+        raise ValueError("direction must be +1, 0 or -1")
     if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return INCONCLUSIVE
+    if direction == 0:
+        if margin <= 0:
+            raise ValueError("a 'similar' claim (direction 0) needs a margin > 0")
+        if -margin < ci_low and ci_high < margin:
+            return SUPPORTED
+        if ci_low > margin or ci_high < -margin:
+            return CONTRADICTED
         return INCONCLUSIVE
     lo, hi = (ci_low - margin, ci_high - margin)
     if direction == -1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -91,8 +92,90 @@ def test_wandb_group_offline_is_one_clear_error(monkeypatch, capsys):
     assert "needs online W&B" in capsys.readouterr().err
 
 
-def test_column_and_markdown_table_api_kept():
-    from ssah.report import Column, markdown_table
+def test_column_and_markdown_table_show_intervals():
+    from ssah.reporting.tables import Column, markdown_table
 
     t = markdown_table([("a", {"x": 0.5}), ("b", {})], [Column("X %", "x", 100), Column("Y", "y")])
     assert "| a | 50.0 |" in t and "| b | - |" in t and "Y" not in t
+    m = {"x": 0.234, "x/ci_low": 0.148, "x/ci_high": 0.35, "x/n": 64}
+    assert "| a | 23.4 [14.8, 35.0] |" in markdown_table([("a", m)], [Column("X %", "x", 100)])
+
+
+def prune_job(root: Path, num: int, target: str, seed: int, asr: float, util: float) -> None:
+    """A prune job with records.jsonl: the first round(asr * 10) of 10 prompts broke through."""
+    fake_job(
+        root,
+        num,
+        [f"target={target}", f"seed={seed}"],
+        {"model": "toy"},
+        {
+            "safety/asr/avg/keyword": asr,
+            "safety/asr/avg/keyword/n": 10,
+            "utility/accuracy": util,
+        },
+    )
+    recs = [
+        {"kind": "attack", "suite": s, "prompt_id": i, "judge/keyword": i < round(asr * 10)}
+        for s in ("direct", "direct_sys")
+        for i in range(10)
+    ] + [
+        {"kind": "utility", "suite": "utility", "prompt_id": i, "correct": i < round(util * 10)}
+        for i in range(10)
+    ]
+    (root / str(num) / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+
+
+@pytest.fixture
+def prune_sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "t1"
+    asr = {"dense": (0.1, 0.1, 0.1), "scu": (0.5, 0.6, 0.7), "random": (0.5, 0.7, 0.4)}
+    n = 0
+    for target, rates in asr.items():
+        for seed, a in enumerate(rates):
+            prune_job(root, n, target, seed, a, 0.6)
+            n += 1
+    return root
+
+
+def test_seeds_aggregated_with_t_interval_and_claims_table_first(prune_sweep: Path):
+    from ssah.config import compose
+    from ssah.report import build
+
+    res = build(prune_sweep, compose("report", ["~logger", "plots=false"]))
+    scu = next(r for r in res["rows"] if r.label == "target=scu")
+    # mean 0.6, sd 0.1 over 3 seeds: half-width t(0.975, 2) * 0.1 / sqrt(3) = 0.248414
+    assert scu.n == 3 and scu.metrics["safety/asr/avg/keyword"] == pytest.approx(0.6)
+    assert scu.metrics["safety/asr/avg/keyword/ci_low"] == pytest.approx(0.6 - 0.248414, abs=1e-5)
+    assert scu.metrics["safety/asr/avg/keyword/seeds"] == 3
+    assert scu.metrics["safety/asr/avg/keyword/n"] == 30
+    claims = {r.claim.id: r for r in res["claims"]}
+    up = claims["t1_scu_asr"]  # per-seed differences 0.4, 0.5, 0.6
+    assert up.verdict == "supported" and up.effect == pytest.approx(0.5) and up.seeds == 3
+    assert up.ci_low == pytest.approx(0.5 - 0.248414, abs=1e-5)
+    # pooled over seeds x prompts: 4 + 5 + 6 prompts only SCU-pruned broke, none the other way
+    assert up.pairs == 30 and up.p == pytest.approx(2 / 2**15)
+    rnd = claims["t1_random_asr"]  # differences 0.0, -0.1, +0.3: straddles zero
+    assert rnd.ci_low < 0 < rnd.ci_high and rnd.verdict == "inconclusive"
+    util = claims["t1_scu_utility"]  # no drop on any prompt: seeds agree exactly, yet the
+    assert util.ci_low < 0 < util.ci_high  # interval keeps the paired prompts' width
+    assert util.verdict == "supported"  # ... well inside the 5-point margin
+    assert claims["figs2_4_probe"].verdict == "not run"
+    md = (prune_sweep / "report.md").read_text()
+    assert md.index("## Claims") < md.index("## Runs")
+    assert "pruning SCU raises ASR (avg) | +56 pts" in md and "**inconclusive**" in md
+    assert "Report: t1" in md and "figs" not in md.split("## Runs")[0].lower()
+
+
+def test_one_seed_claim_uses_the_paired_prompts(tmp_path: Path):
+    from ssah.config import compose
+    from ssah.report import build
+
+    root = tmp_path / "one"
+    prune_job(root, 0, "dense", 0, 0.0, 0.6)
+    prune_job(root, 1, "scu", 0, 0.5, 0.6)
+    res = build(root, compose("report", ["~logger", "plots=false"]))
+    up = next(r for r in res["claims"] if r.claim.id == "t1_scu_asr")
+    # 5 of 10 prompts broke only after pruning: exact McNemar p = 2 / 2^5, Newcombe interval
+    assert up.seeds == 1 and up.pairs == 10 and up.p == pytest.approx(1 / 16)
+    assert up.ci_low == pytest.approx(0.5 - math.hypot(0.5 - 0.236593, 0.277533), abs=1e-5)
+    assert up.verdict == "supported" and up.interval == "paired, 1 seed"

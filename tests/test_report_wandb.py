@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import ssah.report as report
+import ssah.reporting.wandb_groups as wandb_groups
 
 
 @dataclass
@@ -78,7 +79,7 @@ def online(monkeypatch, tmp_path: Path) -> FakeApi:
     monkeypatch.setenv("SSAH_OUTPUTS", str(tmp_path / "outputs"))
     monkeypatch.setenv("WANDB_API_KEY", "not-a-real-key")
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    monkeypatch.setattr(report, "_api", lambda: api)
+    monkeypatch.setattr(wandb_groups, "_api", lambda: api)
     return api
 
 
@@ -105,14 +106,14 @@ def test_wandb_group_is_downloaded_as_a_sweep_and_reported(online: FakeApi, tmp_
 
 def test_overrides_rebuilt_from_configs():
     # freeze differs: freeze=... is the axis, freeze.* values follow from it; paths never count
-    ov = report.group_overrides([config("none", 0, 0.06), config("scu_all_cu", 1, 0.0)])
+    ov = wandb_groups.group_overrides([config("none", 0, 0.06), config("scu_all_cu", 1, 0.0)])
     assert ov == [["freeze=none", "seed=0"], ["freeze=scu_all_cu", "seed=1"]]
     # same choice, a value differs (the freeze_ratio sweep): the value is the axis
-    ov = report.group_overrides([config("scu_top_cu", 0, 0.02), config("scu_top_cu", 0, 0.3)])
+    ov = wandb_groups.group_overrides([config("scu_top_cu", 0, 0.02), config("scu_top_cu", 0, 0.3)])
     assert ov == [["freeze.extra_ratio=0.02"], ["freeze.extra_ratio=0.3"]]
     # runs that logged their overrides (ssah.tracking's hydra_overrides) are taken as logged
     logged = {**config("none", 0, 0.06), "hydra_overrides": ["freeze=none", "task=dolly"]}
-    ov = report.group_overrides([logged, config("scu_all_cu", 1, 0.0)])
+    ov = wandb_groups.group_overrides([logged, config("scu_all_cu", 1, 0.0)])
     assert ov == [["freeze=none", "task=dolly"], ["freeze=scu_all_cu", "seed=1"]]
 
 
@@ -152,7 +153,7 @@ def test_network_error_is_one_line_and_keeps_the_last_download(
             yield fake_runs()[0]
             raise wandb.errors.CommError("Could not connect to api.wandb.ai\n(retries exhausted)")
 
-    monkeypatch.setattr(report, "_api", Down)
+    monkeypatch.setattr(wandb_groups, "_api", Down)
     assert report.main(["wandb:me/ssah/table2", "~logger"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: could not read W&B group me/ssah/table2")

@@ -104,3 +104,13 @@ def test_interval_keys_from_records():
     assert m["safety/over_refusal/n"] == 4
     assert "safety/asr/other/keyword/n" not in m
     assert is_interval_key("safety/over_refusal/ci_high") and not is_interval_key("utility/ppl")
+
+
+def test_similar_claims_need_the_interval_inside_the_margin():
+    assert stats.verdict(-0.02, 0.03, direction=0, margin=0.05) == stats.SUPPORTED
+    assert stats.verdict(-0.02, 0.08, direction=0, margin=0.05) == stats.INCONCLUSIVE
+    assert stats.verdict(0.06, 0.08, direction=0, margin=0.05) == stats.CONTRADICTED
+    with pytest.raises(ValueError):
+        stats.verdict(0.0, 0.1, direction=0)
+    lo, hi = stats.newcombe_unpaired(0.5, 10, 0.0, 10)  # phi = 0: same as the paired case
+    assert (lo, hi) == pytest.approx(stats.newcombe_paired(0, 5, 0, 5))

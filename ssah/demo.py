@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from ssah.cli import run_dir, stage
 from ssah.config import compose
 from ssah.metrics import atomic_write_text, write_metrics
-from ssah.report import Column, markdown_table
+from ssah.reporting.tables import Column, markdown_table
 from ssah.worlds.ensure import ensure_worlds
 from ssah.worlds.toy.world import torch_threads
 

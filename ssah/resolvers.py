@@ -24,6 +24,14 @@ def toy_path(which: str, *, _root_: DictConfig) -> str:
     return str(locate(_root_.toy).path(which))
 
 
+def smollm2_path(which: str, *, _root_: DictConfig) -> str:
+    """`${smollm2:base|data|aligned|root}`: a path in the smollm2 world (conf/world/smollm2.yaml,
+    or the job's `world:` node)."""
+    from ssah.worlds.smollm2.world import config_of, locate
+
+    return str(locate(config_of(_root_)).path(which))
+
+
 def standin_model(spec: DictConfig, *, _root_: DictConfig) -> str:
     """`${standin:${model.standin}}`: a tiny random-init checkpoint of that architecture."""
     from ssah.standin import build_model
@@ -71,6 +79,7 @@ def register_resolvers() -> None:
     """Register every ssah resolver once per process."""
     for name, fn in (
         ("toy", toy_path),
+        ("smollm2", smollm2_path),
         ("sweep_group", sweep_group_resolver),
         ("standin", standin_model),
         ("standin_data", standin_data),

@@ -53,4 +53,11 @@ def ensure_worlds(cfg: DictConfig) -> None:
         from ssah.worlds.toy.world import ensure_toy  # heavy imports only when building
 
         ensure_toy(cfg.toy)
+    from ssah.worlds.smollm2.world import needed as smollm2_needed
 
+    missing = smollm2_needed(cfg)
+    if missing:
+        from ssah.worlds.smollm2.world import config_of
+        from ssah.worlds.smollm2.world import ensure as ensure_smollm2
+
+        ensure_smollm2(config_of(cfg), upto=missing[-1])

@@ -49,7 +49,7 @@ def convert_gguf(gguf: Path, out: Path, eos: str = END_OF_TURN) -> dict[str, Any
     t0 = time.perf_counter()
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, torch_dtype=torch.float32
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
     eos_id = fix_stop_tokens(model, tok, eos)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.errors import SsahError
+from ssah.resolvers import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,36 @@ def locate(cfg: DictConfig | dict[str, Any]) -> World:
     return World(Path(c["cache_dir"]).expanduser().resolve() / "smollm2", keys_of(c))
 
 
+def config_of(root: DictConfig) -> dict[str, Any]:
+    """The world recipe a job uses: its `world:` node when it has one (`+world=smollm2
+    world.data.seed=1`), else conf/world/smollm2.yaml as it is, under the job's `paths`."""
+    node = OmegaConf.select(root, "world")
+    if node is not None and OmegaConf.select(root, "world.name") == "smollm2":
+        return plain(node)
+    raw = OmegaConf.load(Path(CONF_DIR) / "world" / "smollm2.yaml")
+    paths = OmegaConf.to_container(root.paths, resolve=True) if "paths" in root else {}
+    merged = OmegaConf.create({"paths": paths, "world": raw})
+    return OmegaConf.to_container(merged, resolve=True)["world"]  # type: ignore[index]
+
+
+def mentions(cfg: DictConfig) -> bool:
+    """Whether any value of the (unresolved) job config names a smollm2 path."""
+    text = json.dumps(OmegaConf.to_container(cfg, resolve=False), default=str)
+    return "${smollm2:" in text
+
+
 def needed(cfg: DictConfig) -> list[str]:
     """The artifacts a job config reads (resolved strings pointing into them) and lacks."""
-    world_cfg = OmegaConf.select(cfg, "world")
-    if world_cfg is None or OmegaConf.select(cfg, "world.name") != "smollm2":
+    if not mentions(cfg):
         return []
-    world = locate(world_cfg)
-    body = {k: v for k, v in cfg.items() if k not in ("world", "hydra")}
-    text = json.dumps(OmegaConf.to_container(OmegaConf.create(body), resolve=True))
+    world = locate(config_of(cfg))
+    parts = []
+    for k in cfg:
+        if k in ("world", "hydra"):
+            continue
+        v = cfg[k]  # a child node keeps its parent, so `${smollm2:...}` resolves against the root
+        parts.append(OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
+    text = json.dumps(parts, default=str)
     return [a for a in ARTIFACTS if str(world.dir(a)) in text and not world.built(a)]
 
 

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
+
 from ssah.errors import SsahError
 from ssah.reporting import claims as claims_mod
 from ssah.reporting.aggregate import attach_paper, rows
@@ -105,6 +107,25 @@ def log_to_wandb(cfg: Any, result: Mapping[str, Any]) -> None:
             summary[f"claims/{r.claim.id}/ci_high"] = r.ci_high
             summary[f"claims/{r.claim.id}/verdict"] = r.verdict
     finish(logger, summary)
+
+
+class ReportOnSweepEnd(Callback):
+    """Hydra callback: when a multirun ends, report on its sweep dir with the same aggregation
+    as `python -m ssah.report DIR` (enable with
+    `+hydra.callbacks.report._target_=ssah.report.ReportOnSweepEnd`)."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        from ssah.config import compose
+
+        root = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        try:
+            result = build(root, compose("report", ["~logger"]))
+        except SsahError as e:  # a sweep whose jobs all failed: say so, keep the sweep's exit
+            print(f"[report] no report for {root}: {e}", file=sys.stderr)
+            return
+        print(f"[report] {len(result['runs'])} runs -> {result['report']}")
 
 
 def _report_root(target: str, cfg: Any) -> Path:

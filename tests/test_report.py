@@ -179,3 +179,15 @@ def test_one_seed_claim_uses_the_paired_prompts(tmp_path: Path):
     assert up.seeds == 1 and up.pairs == 10 and up.p == pytest.approx(1 / 16)
     assert up.ci_low == pytest.approx(0.5 - math.hypot(0.5 - 0.236593, 0.277533), abs=1e-5)
     assert up.verdict == "supported" and up.interval == "paired, 1 seed"
+
+
+def test_sweep_end_callback_reports_with_the_same_aggregation(prune_sweep: Path):
+    from omegaconf import OmegaConf
+
+    from ssah.report import ReportOnSweepEnd
+
+    ReportOnSweepEnd().on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(prune_sweep)}}})
+    )
+    md = (prune_sweep / "report.md").read_text()
+    assert "## Claims" in md and "| target=scu | 3 |" in md

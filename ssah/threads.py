@@ -81,7 +81,9 @@ def resolve(
 ) -> int:
     """Threads for `threads: <setting>`: a positive int as given, `auto` the tightest limit."""
     if setting is None or str(setting).lower() == "auto":
-        bounds = limits(launcher, os.environ if env is None else env, cores or machine_cores(), ranks)
+        bounds = limits(
+            launcher, os.environ if env is None else env, cores or machine_cores(), ranks
+        )
         return min(bounds.values())
     n = _positive_int(setting)
     if n is None or isinstance(setting, bool) or str(setting).strip() != str(n):

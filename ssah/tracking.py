@@ -80,6 +80,9 @@ def finish(logger: Logger | None, metrics: Mapping[str, Any]) -> None:
     """Put the final metrics into the run summary and close the run."""
     if logger is None:
         return
+    from ssah.threads import run_env
+
+    metrics = {**run_env(), **metrics}  # the same env/ keys as metrics.json
     if isinstance(logger, WandbLogger):
         run = logger.experiment
         run.summary.update(dict(metrics))

@@ -236,3 +236,77 @@ def test_ddp_job_in_submitit_sweep_writes_only_its_job_dir(tiny_toy, outputs_dir
     assert after == before  # rank 1 did not start a run elsewhere
     runs = list(job.glob("wandb/offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and wandb_group(runs[0]) == "ddp_sweep"  # group = the sweep's name
+
+
+@pytest.mark.slow
+def test_stopped_sweep_stops_its_jobs_and_resumes(tiny_toy, outputs_dir, tmp_path):
+    """SIGTERM to a running 2-job submitit_local sweep ends every process it started (submitit's
+    jobs ignore SIGTERM themselves); the same sweep run again completes both jobs, unfinished
+    ones from their checkpoints, finished ones untouched."""
+    import psutil
+
+    from ssah.threads import machine_cores
+
+    sweep = tmp_path / "stopped"
+    args = [
+        "-m",
+        "toy=tiny",
+        "evaluate=false",
+        "trainer.max_steps=40",
+        "checkpoint.every_n_steps=1",
+        "seed=0,1",
+        "+skip_completed=true",
+        "~logger",
+        "hydra/launcher=submitit_local",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env.pop("OMP_NUM_THREADS", None)  # threads=auto: the launcher's share of the cores
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ssah.train", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    jobs = [sweep / str(i) for i in range(2)]
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if all((j / "checkpoints" / "last.ckpt").exists() for j in jobs):
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, proc.stderr.read()[-3000:] if proc.stderr else ""
+    tree = psutil.Process(proc.pid).children(recursive=True)
+    assert tree  # submitit controllers and their jobs
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 128 + signal.SIGTERM
+    finished = {
+        j: (j / "metrics.json").stat().st_mtime_ns for j in jobs if (j / "metrics.json").exists()
+    }
+
+    def alive(p: psutil.Process) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    time.sleep(0.5)
+    assert not [p.pid for p in tree if alive(p)]
+    strays = []
+    for p in psutil.process_iter(["cmdline"]):
+        if str(sweep) in " ".join(p.info["cmdline"] or []) and alive(p):
+            strays.append(p.pid)
+    assert not strays  # nothing of this sweep runs on its own
+    assert len(finished) < 2  # stopped mid-run
+
+    res = run_stage("train", *args, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for j in jobs:
+        metrics = json.loads((j / "metrics.json").read_text())
+        assert metrics["train/steps"] == 40
+        if j in finished:
+            assert (j / "metrics.json").stat().st_mtime_ns == finished[j]  # not redone
+        else:
+            assert metrics["train/resumed_from_step"] > 0  # continued from its checkpoint
+        assert metrics["env/torch_threads"] == max(1, machine_cores() // 2)  # 2 jobs at once

@@ -5,6 +5,8 @@
   safety/asr/<suite>_sys/<judge>    the same with `eval.system_prompt` (paper reports both)
   safety/asr/prefill_k<k>[_sys]/<judge>  first k tokens of a compliant answer forced
   safety/asr/avg/<judge>            mean over `eval.avg_over` (the paper's "ASR avg")
+  safety/asr/{inst,no_inst}_{basic,basic_nosys,multiple_nosys}/<judge>, .../gcg[_s<i>]/<judge>,
+  safety/asr/paper_avg/<judge>      `eval.paper_protocol`: the authors' rows (ssah/eval/paper.py)
   safety/harmfulness/<judge>        graded judges only (the rubric judge): mean 1-5 score on
                                     `eval.harmfulness_suite` (first system-prompt mode)
   safety/over_refusal[_sys]         share of benign-but-edgy prompts refused
@@ -187,7 +189,12 @@ def prepare(tokenizer: PreTrainedTokenizerBase, eval_cfg: DictConfig | dict[str,
         from ssah.eval.utility import check_utility_data
 
         check_utility_data(ecfg["utility"])
-    judges = build_judges(ecfg.get("judges")) if suites else {}
+    paper = bool(ecfg.get("paper_protocol"))
+    if paper:  # the authors' ASR rows (ssah/eval/paper.py): options checked before loading
+        from ssah.eval.paper import PaperProtocol
+
+        PaperProtocol.from_cfg(dict(ecfg["paper_protocol"]))
+    judges = build_judges(ecfg.get("judges")) if suites or paper else {}
     return EvalPlan(suites, judges, benign)
 
 
@@ -252,6 +259,12 @@ def evaluate_model(
                     if v.scores is not None:
                         rec[f"score/{n}"] = float(v.scores[i])
                 records.append(rec)
+    if ecfg.get("paper_protocol"):
+        from ssah.eval.paper import run_paper_protocol
+
+        metrics.update(
+            run_paper_protocol(model, tokenizer, ecfg, judges, records, model_path, gen)
+        )
     for n, scores in graded.items():
         ok = [x for x in scores if math.isfinite(x)]  # unparsable judge replies are NaN
         metrics[f"safety/harmfulness/{n}"] = sum(ok) / len(ok) if ok else float("nan")

@@ -34,9 +34,17 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     optim = OptimConfig(**plain(cfg.optim))
     ckpt = CheckpointConfig(**plain(cfg.checkpoint))  # validated before any model work
     resume = checkpointing.resume_path(ckpt, out_dir)  # a broken last.ckpt is refused here
+    spec = freezing.FreezeConfig.from_cfg(cfg.freeze)
     tok, model = load_tokenizer(mcfg), prepare_for_training(load_model(mcfg), mcfg)
     task = TaskConfig(**plain(cfg.task))
-    fplan = freezing.plan(cfg.freeze, model, out_dir, cfg)
+    units = None
+    if spec.needs_units and not spec.units:  # freeze.units=null: score the starting model here
+        scoring = cfg.freeze.scoring if cfg.freeze.get("scoring") is not None else cfg.scoring
+        units, _ = freezing.score_units(
+            model, tok, scoring, mcfg.name_or_path, cfg.paths.score_cache, out_dir,
+            write=freezing.rank() == 0,
+        )  # fmt: skip
+    fplan = freezing.plan(spec, model, out_dir, units, trainer=plain(cfg.trainer))
     model = fplan.model  # the same model, or wrapped in PEFT adapters for freeze=lora
     logger = make_logger(cfg, out_dir, resume=resume is not None)
     trainer_cfg = freezing.scale_schedule(plain(cfg.trainer), fplan.steps_multiplier)

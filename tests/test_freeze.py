@@ -132,14 +132,12 @@ def test_scale_schedule_doubles_steps_or_epochs():
 
 
 def test_deepspeed_and_lossy_precision_are_refused(units):
-    from omegaconf import OmegaConf
-
-    root = OmegaConf.create({"trainer": {"strategy": "deepspeed_stage_2", "precision": "32-true"}})
+    trainer = {"strategy": "deepspeed_stage_2", "precision": "32-true"}
     with pytest.raises(SsahError, match="DeepSpeed"):
-        plan({"spec": "none", "mode": "none"}, tiny(), "unused", root)
-    root = OmegaConf.create({"trainer": {"strategy": "auto", "precision": "bf16-true"}})
+        plan({"spec": "none", "mode": "none"}, tiny(), "unused", trainer=trainer)
+    trainer = {"strategy": "auto", "precision": "bf16-true"}
     with pytest.raises(SsahError, match="bf16-true"):
-        plan(spec(units, categories=["SCU"]), tiny(), "unused", root)
+        plan(spec(units, categories=["SCU"]), tiny(), "unused", trainer=trainer)
 
 
 # ---- units files ----------------------------------------------------------------------------
@@ -237,11 +235,13 @@ def test_random_matched_has_the_same_size_and_is_seeded(units):
 
 
 def test_random_matched_spec_resolves_its_target_from_conf(units, tmp_path):
-    fp = plan(
-        {"spec": "random_matched", "mode": "random", "match": "scu_all_cu", "units": units},
-        tiny(),
-        tmp_path,
-    )
+    from omegaconf import OmegaConf
+
+    from ssah.config import compose
+
+    node = compose("train", ["freeze=random_matched"]).freeze  # Hydra composes freeze.match
+    assert node.match.spec == "scu_all_cu"
+    fp = plan({**OmegaConf.to_container(node), "units": units}, tiny(), tmp_path)
     ref = plan(spec(units, categories=["SCU", "CU"]), tiny(), tmp_path / "ref")
     assert (
         fp.metrics["freeze/frozen_unit_params_fraction"]

@@ -10,7 +10,6 @@ The selection is: every unit whose category is in `categories`, plus the top `ex
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -59,12 +58,12 @@ class FreezeConfig:
     outside_units: str = "train"  # embeddings, norms, lm_head: train | freeze
     epochs_multiplier: float = 1.0  # the paper trained frozen runs twice as long
     verify_every_n_steps: int = 25  # compare frozen slices with the saved copy (0: at end only)
-    match: Any = None  # random: name of a conf/freeze spec (or an inline spec) to match
+    match: Any = None  # random: the spec matched (a conf/freeze option composed by Hydra)
     match_per_layer: bool = False  # random: same unit counts per layer, not only per kind
     seed: int = 0  # random: which units
     lora: dict[str, Any] = field(default_factory=dict)
     check_model: bool = True  # refuse a units file made for another model
-    scoring: Any = None  # units=null: conf/scoring name or mapping (null: cfg.scoring, else wifv)
+    scoring: Any = None  # units=null: a composed conf/scoring node (null: the stage's scoring)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -114,7 +113,9 @@ class FreezeConfig:
                 f"freeze.verify_every_n_steps={self.verify_every_n_steps} must be >= 0."
             )
         if self.mode == "random" and self.match is None:
-            raise SsahError("freeze.mode=random needs freeze.match=<spec name> to match its size.")
+            raise SsahError(
+                "freeze.mode=random needs a spec to match: freeze@freeze.match=<conf/freeze option>."
+            )
         unknown = sorted(set(self.lora) - set(LORA_DEFAULTS))
         if unknown:
             raise SsahError(
@@ -160,18 +161,22 @@ class FreezeConfig:
             raise SsahError(f"freeze config has unknown key(s) {bad}; known: {sorted(known)}.")
         return cls(**d, scoring=scoring)
 
-    def matched(self, conf_dir: str | Path) -> FreezeConfig:
-        """The spec a random control matches, sharing this spec's units file and layers."""
+    def matched(self) -> FreezeConfig:
+        """The spec a random control matches (`match`, composed by Hydra from conf/freeze),
+        sharing this spec's units file and layers."""
         m = self.match
         if isinstance(m, str):
-            m = OmegaConf.to_container(load_group_yaml(conf_dir, "freeze", m, "freeze.match"))
+            raise SsahError(
+                f"freeze.match={m!r} is a name; compose the spec instead: "
+                f"freeze@freeze.match={m} (any conf/freeze option)."
+            )
         if not isinstance(m, dict):
-            raise SsahError(f"freeze.match={m!r} must be a spec name or a mapping.")
+            raise SsahError(f"freeze.match={m!r} must be a freeze spec mapping.")
         target = FreezeConfig.from_cfg({**m, "units": self.units, "layers": self.layers})
         if target.mode not in ("freeze", "rewind"):
             raise SsahError(
-                f"freeze.match={self.match!r} has mode {target.mode!r}; a random control matches "
-                "a spec that selects units (mode freeze or rewind)."
+                f"freeze.match (spec {target.spec!r}) has mode {target.mode!r}; a random control "
+                "matches a spec that selects units (mode freeze or rewind)."
             )
         return target
 
@@ -182,20 +187,3 @@ def _resolve(cfg: Any, key: str, value: Any) -> Any:
         node = cfg[key]
         return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     return value
-
-
-def load_group_yaml(conf_dir: str | Path, group: str, name: str, key: str) -> DictConfig:
-    """conf/<group>/<name>.yaml with its same-group defaults merged in (base first)."""
-    path = Path(conf_dir) / group / f"{name}.yaml"
-    if not path.is_file():
-        options = sorted(p.stem for p in (Path(conf_dir) / group).glob("*.yaml"))
-        raise SsahError(f"{key}={name!r} is unknown; use one of {options}.")
-    node = OmegaConf.load(path)
-    assert isinstance(node, DictConfig)
-    bases = [d for d in node.pop("defaults", []) if isinstance(d, str) and d != "_self_"]
-    merged = OmegaConf.create()
-    for base in bases:
-        merged = OmegaConf.merge(merged, load_group_yaml(conf_dir, group, base, key))
-    out = OmegaConf.merge(merged, node)
-    assert isinstance(out, DictConfig)
-    return out

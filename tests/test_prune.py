@@ -135,3 +135,60 @@ def test_prune_stage_on_tiny_toy(tiny_toy, tmp_path) -> None:
     units = tmp_path / "p" / "units.safetensors"
     with pytest.raises(SsahError, match="not for the loaded model"):
         run(compose("prune", ov + ["model=toy_base", f"units={units}"]), tmp_path / "q")
+
+
+@pytest.mark.slow
+def test_bias_compensation_defaults_to_the_safety_set(tiny_toy, tmp_path, monkeypatch) -> None:
+    """As the authors' lib/prune.py: means of the removed channels from the safety set; the
+    biases the stage adds are exactly W[:, removed] @ those means."""
+    import ssah.prune as P
+    from ssah.config import compose
+
+    assert P.PruneConfig().compensation_data == "safety"
+    t1 = compose("prune", ["toy=tiny", "+experiment=table1_pruning"])
+    assert t1.bias_compensation is True and t1.compensation_data == "safety"
+    asked, added = [], {}
+    real_means, real_bias = P._mean_inputs, P.compensation_biases
+
+    def means(cfg, model, tok, index, which):
+        asked.append(which)
+        out = real_means(cfg, model, tok, index, which)
+        added["means"] = out
+        return out
+
+    def biases(model, index, masks, mean_inputs):
+        out = real_bias(model, index, masks, mean_inputs)
+        w = {k: index.module(model, *k).weight.detach().double().clone() for k in out}
+        added.update(model=model, index=index, masks=masks, biases=out, weights=w)
+        return out
+
+    monkeypatch.setattr(P, "_mean_inputs", means)
+    monkeypatch.setattr(P, "compensation_biases", biases)
+    ov = [
+        "toy=tiny",
+        "scoring.calibration.safety.require_keywords=[]",
+        "scoring.calibration.safety.n_samples=24",
+        "scoring.calibration.utility.n_samples=24",
+        "target=random",
+        "random.match=0.2",
+        "bias_compensation=true",
+        "evaluate=false",
+    ]
+    P.run(compose("prune", ov), tmp_path / "s")
+    P.run(compose("prune", ov + ["compensation_data=utility"]), tmp_path / "u")
+    assert asked == ["safety", "utility"]
+    # the last run's biases: removed columns of B times the utility set's mean inputs
+    idx, masks, b = added["index"], added["masks"], added["biases"]
+    assert b, "random 20% must remove something"
+    for (layer, which), bias in b.items():
+        kind = "mlp" if which == "down_proj" else "attn"
+        m = masks[(layer, kind)].nonzero().flatten()
+        ch = m if kind == "mlp" else idx.head_channels(m)
+        mu = added["means"][(layer, which)].double()
+        want = added["weights"][(layer, which)][:, ch] @ mu[ch]  # before zeroing
+        torch.testing.assert_close(bias.double(), want)
+        mod = idx.module(added["model"], layer, which)
+        assert (mod.weight[:, ch] == 0).all()
+        torch.testing.assert_close(mod.bias.double(), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(SsahError, match="compensation_data='train'"):
+        P.PruneConfig(compensation_data="train")

@@ -54,11 +54,13 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
             from ssah.sweep import pin_multirun_job, skip_completed
             from ssah.threads import apply as apply_threads
+            from ssah.schema import validate
             from ssah.worlds.ensure import ensure_worlds
 
             pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir
             try:
                 apply_threads(cfg)  # torch/OMP threads: what this job was given, before torch work
+                validate(cfg)  # typed configs: one line per bad key, before any work
                 use_data_mirror(cfg)
                 done = skip_completed(cfg, run_dir())  # resumed sweeps skip finished jobs
                 if done is not None:

@@ -191,3 +191,12 @@ def test_sweep_end_callback_reports_with_the_same_aggregation(prune_sweep: Path)
     )
     md = (prune_sweep / "report.md").read_text()
     assert "## Claims" in md and "| target=scu | 3 |" in md
+
+
+def test_rates_across_seeds_stay_inside_0_1():
+    from ssah.reporting.aggregate import aggregate_metrics
+
+    m = aggregate_metrics([{"a": 0.0, "a/n": 10, "ppl": 2.0}, {"a": 0.9, "a/n": 10, "ppl": 3.0}])
+    assert m["a"] == pytest.approx(0.45) and (m["a/ci_low"], m["a/ci_high"]) == (0.0, 1.0)
+    assert m["a/n"] == 20 and m["a/seeds"] == 2
+    assert m["ppl/ci_low"] < 0  # not a rate: the t-interval as it is (t(0.975, 1) = 12.7)

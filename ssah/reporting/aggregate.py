@@ -48,7 +48,8 @@ def aggregate_metrics(dicts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             total = int(sum(ns))  # type: ignore[arg-type]
             out[f"{k}/n"] = total
             lo, hi = wilson(s.mean * total, total)  # never narrower than the pooled prompts
-            out[f"{k}/ci_low"], out[f"{k}/ci_high"] = min(s.ci_low, lo), max(s.ci_high, hi)
+            lo, hi = max(0.0, min(s.ci_low, lo)), min(1.0, max(s.ci_high, hi))  # a rate
+            out[f"{k}/ci_low"], out[f"{k}/ci_high"] = lo, hi
     return out
 
 

@@ -188,6 +188,8 @@ def _evaluate_pair(
         effect = per_seed[0]
     else:
         effect, lo, hi, how = math.nan, math.nan, math.nan, ""
+    if claim.scale == 100 and math.isfinite(lo) and math.isfinite(hi):  # rates, differences
+        lo, hi = max(lo, -1.0 if a_row is not None else 0.0), min(hi, 1.0)
     v = verdict(lo, hi, claim.direction, claim.margin) if seeds else INCONCLUSIVE
     return ClaimResult(claim, effect, lo, hi, how, len(seeds), pairs, p, test, v, where)
 

@@ -1,140 +1,114 @@
 """Benchmark: tokens/s of batched greedy generation at batch 32 over batch 1 (same run).
 
 Headline `generation_batch_speedup`: fixed-length answers of MAX_NEW_TOKENS tokens (EOS held
-back, as throughput benchmarks do). `generation_batch_speedup_stop_at_eos`: the real eval path,
-where a batch decodes until its longest answer stops.
+back, as throughput benchmarks do), the median over alternating pairs (batch 1, batch 32;
+batch 32, batch 1; ...) of tokens/s at 32 over tokens/s at 1, with its spread; goal >= 5.
+`generation_batch_speedup_stop_at_eos`: the real eval path, where a batch decodes until its
+longest answer stops. The toy world's aligned model (built at first use, as at any stage
+door) on its own eval prompts; both batch sizes decode the same prompts through
+ssah.eval.generation, tokens are the generated tokens actually kept.
+Writes outputs/bench/generation.json with the machine, its load and the date.
 
-Uses the toy aligned model when the default toy world is already built (it is not built
-here; `python -m ssah.toy` builds it), else a random-init Llama of the toy's size and a
-tiny tokenizer. Both batch sizes decode the same prompts through ssah.eval.generation,
-tokens are the generated tokens actually kept. Writes
-outputs/bench/generation.json with the machine and the date.
-
-    python -m ssah.bench.generation
+    python -m ssah.bench.generation [--pairs 5] [--tiny]
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from ssah.bench.common import goal, machine, paired, write
 from ssah.eval.generation import encode_chat, generate_ids
 
 N_PROMPTS = 32
 MAX_NEW_TOKENS = 32
-REPEATS = 3
 
 
-def _toy_model() -> tuple[Any, Any, list[str], str]:
-    """(model, tokenizer, prompts, source): the built toy model, else a random toy-sized Llama."""
-    try:
-        from omegaconf import OmegaConf
+def toy_model(overrides: tuple[str, ...] = ()) -> tuple[Any, Any, list[str], str]:
+    """(model, tokenizer, prompts, source): the toy world's aligned model and eval prompts."""
+    from omegaconf import OmegaConf
 
-        from ssah.config import compose
-        from ssah.toy.world import ToyWorld, config_key
+    from ssah.config import compose
+    from ssah.models import ModelConfig, load_model, load_tokenizer
+    from ssah.worlds.ensure import ensure_worlds
 
-        toy = OmegaConf.to_container(compose("toy").toy, resolve=True)
-        root = Path(toy["cache_dir"]).expanduser().resolve() / config_key(toy)
-        if (root / "DONE").is_file():
-            from ssah.models import ModelConfig, load_model, load_tokenizer
-
-            world = ToyWorld(root)
-            mc = ModelConfig(name_or_path=str(world.path("aligned")))
-            rows = [json.loads(x) for x in world.data("harmful_eval").read_text().splitlines()]
-            rows += [json.loads(x) for x in world.data("utility_eval").read_text().splitlines()]
-            prompts = [r["prompt"] for r in rows][:N_PROMPTS]
-            return load_model(mc), load_tokenizer(mc), prompts, f"toy aligned model ({root})"
-    except Exception as e:  # no toy world: fall back, but say why
-        print(f"toy world unavailable ({type(e).__name__}: {e}); using a random Llama")
-    from ssah.eval.tiny import tiny_llama, tiny_tokenizer
-
-    tok = tiny_tokenizer()
-    model = tiny_llama(
-        len(tok),
-        hidden_size=128,
-        layers=4,
-        heads=4,
-        kv_heads=2,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    words = "how do i make the cake and fix the bicycle before the storm comes tonight".split()
-    prompts = [" ".join(words[: 3 + i % 12]) + " ?" for i in range(N_PROMPTS)]
-    return model, tok, prompts, "random-init Llama, toy size (hidden 128, 4 layers)"
+    cfg = compose("evaluate", list(overrides))
+    ensure_worlds(cfg)
+    mc = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+    prompts: list[str] = []
+    for node in (cfg.eval.harmful, cfg.eval.benign):
+        lines = Path(str(node.source)).read_text().splitlines()
+        prompts += [json.loads(x)["prompt"] for x in lines if x.strip()]
+    return load_model(mc), load_tokenizer(mc), prompts[:N_PROMPTS], mc.name_or_path
 
 
 def _run(
-    model: Any, tok: Any, rows: list[list[int]], batch_size: int, fixed: bool
+    model: Any, tok: Any, rows: list[list[int]], batch_size: int, fixed: bool, new: int
 ) -> dict[str, float]:
     t0 = time.perf_counter()
     gens = generate_ids(
-        model, tok, rows, max_new_tokens=MAX_NEW_TOKENS, batch_size=batch_size,
-        min_new_tokens=MAX_NEW_TOKENS if fixed else 0,
+        model, tok, rows, max_new_tokens=new, batch_size=batch_size,
+        min_new_tokens=new if fixed else 0,
     )  # fmt: skip
     dt_s = time.perf_counter() - t0
     n = sum(len(g.ids) + int(g.stopped) for g in gens)  # kept tokens + the EOS step
     return {"seconds": dt_s, "tokens": float(n), "tokens_per_s": n / dt_s}
 
 
-def _best(runs: list[dict[str, float]]) -> dict[str, float]:
-    return min(runs, key=lambda r: r["seconds"])
-
-
-def main() -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, write outputs/bench/generation.json, return its content."""
-    model, tok, prompts, source = _toy_model()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=5)
+    p.add_argument("--tiny", action="store_true", help="seconds-scale sizes (smoke test)")
+    p.add_argument("--toy", nargs="*", default=[], help="overrides for the toy world")
+    args = p.parse_args(argv)
+    new = 4 if args.tiny else MAX_NEW_TOKENS
+    model, tok, prompts, source = toy_model(tuple(args.toy))
     model.eval()
     rows = encode_chat(tok, prompts)
     generate_ids(model, tok, rows[:4], max_new_tokens=4, batch_size=4)  # warm-up
-    # Interleaved repeats, best of each: load from other processes hits both sizes alike.
-    # Headline: fixed-length answers (EOS suppressed until MAX_NEW_TOKENS, as throughput
-    # benchmarks do), so both sizes decode the same number of tokens. Also reported: answers
-    # that stop at EOS, where a batch runs until its longest answer ends.
-    runs: dict[tuple[int, bool], list[dict[str, float]]] = {}
-    for _ in range(REPEATS):
-        for fixed in (True, False):
-            for bs in (1, 32):
-                runs.setdefault((bs, fixed), []).append(_run(model, tok, rows, bs, fixed))
-    b1, b32 = _best(runs[(1, True)]), _best(runs[(32, True)])
-    e1, e32 = _best(runs[(1, False)]), _best(runs[(32, False)])
+    big = min(32, len(rows))
+    out: dict[str, Any] = {}
+    for fixed, key in ((True, "fixed_length"), (False, "stop_at_eos")):
+        runs: dict[int, list[dict[str, float]]] = {1: [], big: []}
+
+        def rate(bs: int, fixed: bool = fixed, runs: dict = runs) -> float:
+            r = _run(model, tok, rows, bs, fixed, new)
+            runs[bs].append(r)
+            return r["tokens_per_s"]
+
+        res = paired(lambda: rate(1), lambda: rate(big), args.pairs)
+        out[key] = {
+            "speedup": res["ratio"]["median"],
+            "speedup_spread": res["ratio"],
+            "speedups": res["ratios"],
+            "batch1_tokens_per_s": res["a"],
+            f"batch{big}_tokens_per_s": res["b"],
+            "tokens_per_run": runs[1][0]["tokens"],
+        }
+    speedup = out["fixed_length"]["speedup"]
     result = {
-        "generation_batch_speedup": b32["tokens_per_s"] / b1["tokens_per_s"],
-        "generation_batch_speedup_stop_at_eos": e32["tokens_per_s"] / e1["tokens_per_s"],
-        "batch1": b1,
-        "batch32": b32,
-        "batch1_stop_at_eos": e1,
-        "batch32_stop_at_eos": e32,
+        "generation_batch_speedup": speedup,
+        "generation_batch_speedup_spread": out["fixed_length"]["speedup_spread"],
+        "generation_batch_speedup_stop_at_eos": out["stop_at_eos"]["speedup"],
+        "goal": goal(speedup, 5.0, at_most=False),
+        **out,
         "model": source,
         "n_prompts": len(rows),
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "repeats_best_of": REPEATS,
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "device": str(next(model.parameters()).device),
-            "python": platform.python_version(),
-        },
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "batch_size": big,
+        "max_new_tokens": new,
+        "pairs": args.pairs,
+        "device": str(next(model.parameters()).device),
+        "machine": machine(),
     }
-    out = Path(os.environ.get("SSAH_OUTPUTS", Path(__file__).resolve().parents[2] / "outputs"))
-    path = out / "bench" / "generation.json"
-    from ssah.metrics import atomic_write_text
-
-    atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+    path = write("generation", result)
+    sp = result["generation_batch_speedup_spread"]
     print(
-        f"generation_batch_speedup: {result['generation_batch_speedup']:.1f}x "
-        f"({b1['tokens_per_s']:.0f} -> {b32['tokens_per_s']:.0f} tokens/s) -> {path}"
+        f"generation_batch_speedup: {speedup:.1f}x [{sp['min']:.1f}, {sp['max']:.1f}] over "
+        f"{args.pairs} pairs (goal >= 5) -> {path}"
     )
     return result
 

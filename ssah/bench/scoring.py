@@ -1,37 +1,46 @@
 """Benchmark of WIFV scoring (`make bench`): time against a plain forward, and memory.
 
-scoring_vs_forward_ratio = WIFV scoring time / a plain no-grad forward of the causal LM
-over the same calibration batches, measured in the same run (interleaved, best of
-`repeats`; goal <= 1.3). scoring_vs_body_forward_ratio compares with the decoder body
-alone (no LM head), which is what scoring runs. Peak extra memory is measured in fresh
-subprocesses (peak RSS on CPU, max_memory_allocated on CUDA) for growing numbers of
-calibration tokens, next to a reference that materialises all activations.
-Writes outputs/bench/scoring.json with the machine and date.
+scoring_vs_forward_ratio = WIFV scoring time / a plain no-grad forward of the causal LM over
+the same calibration batches: the median over alternating pairs (ssah.bench.common.paired;
+goal <= 1.3), with its spread. scoring_vs_body_forward_ratio compares with the decoder body
+alone (no LM head), which is what scoring runs. Sections: the toy world's aligned model on
+its own calibration sets (built at first use), a random-init ~100M Llama. Peak extra memory is
+measured in fresh subprocesses (peak RSS on CPU, max_memory_allocated on CUDA) for growing
+numbers of calibration tokens, next to a reference that materialises all activations.
+Writes outputs/bench/scoring.json with the machine, its load and the date.
+
+    python -m ssah.bench.scoring [--pairs 5] [--tiny]
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from ssah.metrics import atomic_write_text
+from ssah.bench.common import BenchError, goal, machine, paired, timed, write
 from ssah.scoring.scorers import ScorerConfig, score
 from ssah.scoring.stats import collect, decoder_of
 from ssah.units import UnitIndex
 
 ROOT = Path(__file__).resolve().parents[2]
+TINY = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=True,
+)
 LLAMA_100M = dict(
     vocab_size=32000,
     hidden_size=768,
@@ -50,19 +59,6 @@ MEM_MODEL = dict(
     num_key_value_heads=4,
     tie_word_embeddings=True,
 )
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "load_avg_1m": os.getloadavg()[0],  # other work on the machine skews timings
-    }
 
 
 def random_llama(sizes: dict[str, int], seed: int = 0) -> LlamaForCausalLM:
@@ -85,19 +81,10 @@ def random_batches(
     return out
 
 
-def _timed(fn: Callable[[], Any]) -> float:
-    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t
-
-
 def scoring_vs_forward(
-    model: torch.nn.Module, sets: list[list[dict[str, torch.Tensor]]], repeats: int = 2
-) -> dict[str, float]:
-    """WIFV on every set vs plain forwards over the same batches; best of `repeats`."""
+    model: torch.nn.Module, sets: list[list[dict[str, torch.Tensor]]], pairs: int = 5
+) -> dict[str, Any]:
+    """WIFV on every set vs plain forwards over the same batches, in alternating pairs."""
     index = UnitIndex(model)
     device = next(model.parameters()).device
     body = decoder_of(model, index)
@@ -115,27 +102,30 @@ def scoring_vs_forward(
             score(model, index, s, cfg, stream)
 
     forward(model), scoring()  # warm-up
-    t_fwd, t_body, t_score = [], [], []
-    for _ in range(repeats):
-        t_fwd.append(_timed(lambda: forward(model)))
-        t_score.append(_timed(scoring))
-        t_body.append(_timed(lambda: forward(body)))
-    f, b, s = min(t_fwd), min(t_body), min(t_score)
+    full = paired(lambda: timed(lambda: forward(model)), lambda: timed(scoring), pairs)
+    vs_body = paired(lambda: timed(lambda: forward(body)), lambda: timed(scoring), pairs)
+    ratio = full["ratio"]["median"]
     return {
-        "forward_s": f,
-        "body_forward_s": b,
-        "scoring_s": s,
-        "scoring_vs_forward_ratio": s / f,
-        "scoring_vs_body_forward_ratio": s / b,
+        "scoring_vs_forward_ratio": ratio,
+        "scoring_vs_forward_ratio_spread": full["ratio"],
+        "scoring_vs_forward_ratios": full["ratios"],
+        "scoring_vs_body_forward_ratio": vs_body["ratio"]["median"],
+        "scoring_vs_body_forward_ratio_spread": vs_body["ratio"],
+        "forward_s": full["a"]["median"],
+        "body_forward_s": vs_body["a"]["median"],
+        "scoring_s": full["b"]["median"],
+        "goal": goal(ratio, 1.3),
         "tokens": float(sum(b["input_ids"].numel() for st in sets for b in st)),
         "counted_tokens": float(sum(int((b["labels"] != -100).sum()) for st in sets for b in st)),
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-        "repeats": float(repeats),
+        "pairs": pairs,
+        "torch_threads": torch.get_num_threads(),
     }
 
 
-def toy_entry() -> dict[str, Any]:
-    """The default toy aligned model on its real calibration sets, if the toy world is built."""
+def toy_entry(pairs: int = 5, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The toy world's aligned model on its own calibration sets (the world is built if
+    missing, as at any stage door)."""
     from omegaconf import OmegaConf
 
     from ssah.config import compose
@@ -143,45 +133,27 @@ def toy_entry() -> dict[str, Any]:
     from ssah.models import ModelConfig, load_model, load_tokenizer
     from ssah.scoring.pipeline import ScoringSettings
     from ssah.scoring.unitsfile import model_digest
-    from ssah.toy.world import config_key
+    from ssah.worlds.ensure import ensure_worlds
 
-    cfg = compose("score")
-    toy = OmegaConf.to_container(cfg.toy, resolve=True)
-    root = Path(toy["cache_dir"]).expanduser().resolve() / config_key(toy)
-    if not (root / "DONE").is_file():
-        return {"skipped": f"toy world not built at {root}; run `python -m ssah.toy` first"}
-    mcfg = ModelConfig(name_or_path=str(root / "aligned"))
+    cfg = compose("score", list(overrides))
+    ensure_worlds(cfg)
+    mcfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
     model, tok = load_model(mcfg), load_tokenizer(mcfg)
     settings = ScoringSettings.from_cfg(cfg.scoring)
     ccfg = settings.calibration
     sets = build_calibration(ccfg, model, tok, cfg.paths.score_cache, model_digest(model))
     pad = tok.pad_token_id
     bs = [batches(s.rows, ccfg.batch_size, pad, ccfg.sort_by_length) for s in sets.values()]
-    out = {"model": str(root / "aligned"), **scoring_vs_forward(model, bs, repeats=5)}
-    threads = torch.get_num_threads()
-    if threads > 1:  # one thread: less sensitive to other work on a shared machine
-        torch.set_num_threads(1)
-        try:
-            one = scoring_vs_forward(model, bs, repeats=5)
-        finally:
-            torch.set_num_threads(threads)
-        out["one_thread"] = {
-            k: one[k]
-            for k in (
-                "forward_s",
-                "scoring_s",
-                "scoring_vs_forward_ratio",
-                "scoring_vs_body_forward_ratio",
-            )
-        }
-    return out
+    return {"model": mcfg.name_or_path, **scoring_vs_forward(model, bs, pairs)}
 
 
-def llama_entry() -> dict[str, Any]:
+def llama_entry(pairs: int = 5, sizes: dict[str, int] | None = None) -> dict[str, Any]:
     """Random-init ~100M-parameter Llama (GQA), 16 sequences x 128 tokens, half response."""
-    model = random_llama(LLAMA_100M)
-    data = random_batches(16, 128, 8, LLAMA_100M["vocab_size"])
-    return {"config": LLAMA_100M, **scoring_vs_forward(model, [data], repeats=2)}
+    sizes = sizes or LLAMA_100M
+    model = random_llama(sizes)
+    n, seq = (16, 128) if sizes is LLAMA_100M else (4, 16)
+    data = random_batches(n, seq, min(8, n), sizes["vocab_size"])
+    return {"config": sizes, **scoring_vs_forward(model, [data], pairs)}
 
 
 # ---- memory ------------------------------------------------------------------------------------
@@ -248,7 +220,8 @@ def memory_entry(n_batches: tuple[int, ...] = (1, 4, 16)) -> dict[str, Any]:
             [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600
         )
         if proc.returncode:
-            return {"error": proc.stderr.strip().splitlines()[-1:]}
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise BenchError(f"scoring memory probe ({n} batches) failed: {last}")
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     growth = rows[-1]["stream_extra_mb"] - rows[0]["stream_extra_mb"]
     return {
@@ -261,42 +234,38 @@ def memory_entry(n_batches: tuple[int, ...] = (1, 4, 16)) -> dict[str, Any]:
     }
 
 
-def out_path() -> Path:
-    return Path(os.environ.get("SSAH_OUTPUTS", ROOT / "outputs")) / "bench" / "scoring.json"
-
-
-def main() -> dict[str, Any]:
-    """Run every entry, write outputs/bench/scoring.json, print a short summary."""
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run every section, write outputs/bench/scoring.json, print a short summary. A section
+    that fails raises (make bench fails), nothing is written as "skipped"."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--pairs", type=int, default=5)
+    p.add_argument("--tiny", action="store_true", help="seconds-scale sizes (smoke test)")
+    p.add_argument("--toy", nargs="*", default=[], help="overrides for the toy section")
+    args = p.parse_args(argv)
     t0 = time.perf_counter()
-    result: dict[str, Any] = {
-        "machine": machine(),
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "goal": {"scoring_vs_forward_ratio": 1.3},
-    }
-    try:
-        result["toy"] = toy_entry()
-    except Exception as e:  # the toy world is someone else's build; report, do not crash
-        result["toy"] = {"skipped": f"{type(e).__name__}: {e}"}
-    result["llama_100m"] = llama_entry()
-    result["memory"] = memory_entry()
+    result: dict[str, Any] = {"machine": machine(), "goal": {"scoring_vs_forward_ratio": 1.3}}
+    result["toy"] = toy_entry(args.pairs, tuple(args.toy))
+    result["llama_100m" if not args.tiny else "llama_tiny"] = llama_entry(
+        args.pairs, TINY if args.tiny else None
+    )
+    result["memory"] = memory_entry((1,) if args.tiny else (1, 4, 16))
     result["bench_s"] = time.perf_counter() - t0
-    atomic_write_text(out_path(), json.dumps(result, indent=2) + "\n")
-    for name in ("toy", "llama_100m"):
-        r = result[name]
-        if "scoring_vs_forward_ratio" in r:
+    path = write("scoring", result)
+    for name in ("toy", "llama_100m", "llama_tiny"):
+        if name in result:
+            r = result[name]
+            sp = r["scoring_vs_forward_ratio_spread"]
             print(
-                f"scoring {name}: scoring_vs_forward_ratio={r['scoring_vs_forward_ratio']:.3f} "
+                f"scoring {name}: scoring_vs_forward_ratio={sp['median']:.3f} "
+                f"[{sp['min']:.3f}, {sp['max']:.3f}] over {r['pairs']} pairs "
                 f"(body {r['scoring_vs_body_forward_ratio']:.3f}), forward {r['forward_s']:.2f}s"
             )
-        else:
-            print(f"scoring {name}: {r.get('skipped')}")
-    mem = result["memory"]
-    for row in mem.get("rows", []):
+    for row in result["memory"]["rows"]:
         print(
             f"scoring memory: {row['calibration_tokens']:.0f} tokens: stream +"
             f"{row['stream_extra_mb']:.1f} MB, materialise +{row['materialise_extra_mb']:.1f} MB"
         )
-    print(f"scoring bench -> {out_path()}")
+    print(f"scoring bench -> {path}")
     return result
 
 

@@ -48,8 +48,8 @@ format: $(STAMP)  ## ruff format + autofix
 	$(BIN)/ruff format ssah tests
 	$(BIN)/ruff check --fix ssah tests
 
-bench: $(STAMP)  ## benchmarks -> outputs/bench/*.json
-	$(BIN)/python -m ssah.bench
+bench: $(STAMP)  ## benchmarks -> outputs/bench/*.json (fails if a section cannot run; real: after make real)
+	$(BIN)/python -m ssah.bench $(BENCH_ARGS)
 
 clean:  ## remove caches and outputs (keeps .venv)
 	rm -rf outputs/* .pytest_cache .ruff_cache wandb

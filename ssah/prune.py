@@ -5,8 +5,8 @@ The set is a category of the units file (ru, scu, ucu, cu), `topk` units by any 
 Zeroing follows contract 5 (gate/up rows and down column of a neuron; q rows and o columns
 of a head; k/v rows of a key/value head when all of its query heads go). Optional FLAP
 bias compensation gives o_proj/down_proj a bias equal to the removed channels' mean input
-(response tokens of a calibration set; the safety set by default, as the authors' code
-takes it) times their weights, computed before zeroing. `topk` ranks by the z-scores the
+(response tokens of a calibration set; the safety set and the mean of per-sample means by
+default, as the authors' code takes it) times their weights, computed before zeroing. `topk` ranks by the z-scores the
 categories use (scoring.head_z). Evaluation through vLLM may drop these biases (a Llama
 checkpoint has no o_proj/down_proj bias slots), so evaluate pruned models with backend=hf.
 Paper Table 1: `python -m ssah.prune -m target=dense,scu,ucu,ru,random`.
@@ -32,7 +32,7 @@ from ssah.metrics import write_metrics
 from ssah.score import load, units_for, write_outputs
 from ssah.scoring.categories import CATEGORY_NAMES, select, unit_z
 from ssah.scoring.pipeline import ScoringSettings
-from ssah.scoring.stats import collect
+from ssah.scoring.stats import collect, sample_means
 from ssah.scoring.unitsfile import model_digest, read_units
 from ssah.units import KINDS, UnitIndex
 
@@ -52,12 +52,16 @@ class PruneConfig:
     random: dict[str, Any] = field(default_factory=dict)  # match (category or ratio), seed
     bias_compensation: bool = False
     compensation_data: str = "safety"  # safety (authors' lib/prune.py) | utility calibration set
+    compensation_mean: str = "sample"  # sample: mean of per-sample means (FLAP's, the authors')
+    # | token: mean over all response tokens of the set
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise SsahError(f"target={self.target!r} is unknown; use one of {TARGETS}.")
         if self.compensation_data not in ("safety", "utility"):
             raise SsahError(f"compensation_data={self.compensation_data!r}; use safety or utility.")
+        if self.compensation_mean not in ("sample", "token"):
+            raise SsahError(f"compensation_mean={self.compensation_mean!r}; use sample or token.")
         key = self.topk.get("score", "safety")
         if key not in TOPK_KEYS:
             raise SsahError(f"topk.score={key!r} is unknown; use one of {TOPK_KEYS}.")
@@ -183,13 +187,19 @@ def pruned_fractions(index: UnitIndex, masks: Masks) -> dict[str, float]:
 
 
 # ---- the stage -----------------------------------------------------------------------------
-def _mean_inputs(cfg: DictConfig, model: nn.Module, tok: Any, index: UnitIndex, which: str):
+def _mean_inputs(
+    cfg: DictConfig, model: nn.Module, tok: Any, index: UnitIndex, which: str, how: str = "sample"
+):
+    """Mean input of every down_proj / o_proj channel on calibration set `which`."""
     settings = ScoringSettings.from_cfg(cfg.scoring)
     ccfg = settings.calibration
     cache = cfg.paths.score_cache if cfg.get("cache", True) else None
     s = build_set(which, getattr(ccfg, which), ccfg, model, tok, cache, model_digest(model))
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    stats = collect(model, index, batches(s.rows, ccfg.batch_size, pad, ccfg.sort_by_length))
+    bs = batches(s.rows, ccfg.batch_size, pad, ccfg.sort_by_length)
+    if how == "sample":
+        return sample_means(model, index, bs)
+    stats = collect(model, index, bs)
     return {k: st.mean for k, st in stats.stats.items()}
 
 
@@ -198,7 +208,14 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = ("target", "topk", "random", "bias_compensation", "compensation_data")
+    keys = (
+        "target",
+        "topk",
+        "random",
+        "bias_compensation",
+        "compensation_data",
+        "compensation_mean",
+    )
     pcfg = PruneConfig(
         **{
             k: OmegaConf.to_container(cfg[k], resolve=True)
@@ -231,7 +248,9 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     metrics: dict[str, float] = pruned_fractions(index, masks)
     biases = None
     if pcfg.bias_compensation and pcfg.target != "dense":
-        means = _mean_inputs(cfg, model, tok, index, pcfg.compensation_data)
+        means = _mean_inputs(
+            cfg, model, tok, index, pcfg.compensation_data, pcfg.compensation_mean
+        )
         biases = compensation_biases(model, index, masks, means)
     zero_units(model, index, masks, biases)
     metrics["prune/bias_compensation"] = float(biases is not None)

@@ -147,12 +147,13 @@ def test_bias_compensation_defaults_to_the_safety_set(tiny_toy, tmp_path, monkey
     assert P.PruneConfig().compensation_data == "safety"
     t1 = compose("prune", ["toy=tiny", "+experiment=table1_pruning"])
     assert t1.bias_compensation is True and t1.compensation_data == "safety"
+    assert t1.compensation_mean == "sample" and P.PruneConfig().compensation_mean == "sample"
     asked, added = [], {}
     real_means, real_bias = P._mean_inputs, P.compensation_biases
 
-    def means(cfg, model, tok, index, which):
-        asked.append(which)
-        out = real_means(cfg, model, tok, index, which)
+    def means(cfg, model, tok, index, which, how):
+        asked.append((which, how))
+        out = real_means(cfg, model, tok, index, which, how)
         added["means"] = out
         return out
 
@@ -175,8 +176,11 @@ def test_bias_compensation_defaults_to_the_safety_set(tiny_toy, tmp_path, monkey
         "evaluate=false",
     ]
     P.run(compose("prune", ov), tmp_path / "s")
-    P.run(compose("prune", ov + ["compensation_data=utility"]), tmp_path / "u")
-    assert asked == ["safety", "utility"]
+    P.run(
+        compose("prune", ov + ["compensation_data=utility", "compensation_mean=token"]),
+        tmp_path / "u",
+    )
+    assert asked == [("safety", "sample"), ("utility", "token")]
     # the last run's biases: removed columns of B times the utility set's mean inputs
     idx, masks, b = added["index"], added["masks"], added["biases"]
     assert b, "random 20% must remove something"
@@ -192,3 +196,28 @@ def test_bias_compensation_defaults_to_the_safety_set(tiny_toy, tmp_path, monkey
         torch.testing.assert_close(mod.bias.double(), want, rtol=1e-5, atol=1e-6)
     with pytest.raises(SsahError, match="compensation_data='train'"):
         P.PruneConfig(compensation_data="train")
+
+
+def test_sample_means_are_means_of_per_sample_response_means() -> None:
+    """FLAP's / the authors' baseline_inp: every sample weighs the same, whatever its length."""
+    from ssah.data.chat import collate
+    from ssah.scoring.stats import sample_means
+
+    model = tiny()
+    idx = UnitIndex(model)
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for p, r in ((3, 1), (2, 7), (4, 3), (5, 0)):  # the last has no response token: skipped
+        ids = torch.randint(3, 50, (p + r,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * p + ids[p:]})
+    got = sample_means(model, idx, [collate(rows[:2], 0), collate(rows[2:], 0)])
+    per_sample = []
+    for row in rows[:3]:  # each row alone, no padding
+        b = collate([row], 0)
+        st = collect(model, idx, [b]).stats
+        per_sample.append({k: s.mean for k, s in st.items()})
+    for key, v in got.items():
+        ref = sum(ps[key] for ps in per_sample) / 3
+        torch.testing.assert_close(v, ref, rtol=1e-5, atol=1e-7)
+    token = {k: s.mean for k, s in collect(model, idx, [collate(rows, 0)]).stats.items()}
+    assert not torch.allclose(token[(0, "o_proj")], got[(0, "o_proj")])  # a different estimate

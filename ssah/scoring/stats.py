@@ -144,3 +144,46 @@ def collect(
                 use_cache=False,
             )
     return stats
+
+
+@torch.no_grad()
+def sample_means(
+    model: nn.Module,
+    index: UnitIndex,
+    batches: Iterable[dict[str, torch.Tensor]],
+    which: Sequence[str] = ("down_proj", "o_proj"),
+) -> dict[tuple[int, str], torch.Tensor]:
+    """Mean over samples of each sample's mean input over its response tokens: FLAP's and the
+    SSAH authors' `BiasGPT.baseline_inp` (one update per calibration sample), which bias
+    compensation uses. Samples without response tokens are skipped."""
+    body = decoder_of(model, index)
+    device = next(model.parameters()).device
+    mods = {(i, w): index.module(model, i, w) for i in range(index.num_layers) for w in which}
+    sums = {k: torch.zeros(m.in_features, dtype=torch.float64, device=device) for k, m in mods.items()}
+    state: dict[str, torch.Tensor] = {}
+
+    def hook(key: tuple[int, str]):
+        def fn(_m: nn.Module, args: tuple) -> None:
+            x = args[0].to(torch.float64)
+            w = state["weight"]  # [B, T]: 1 / (response tokens of the row) on response tokens
+            sums[key] += torch.einsum("btc,bt->c", x, w)
+
+        return fn
+
+    count = 0
+    handles = [m.register_forward_pre_hook(hook(k)) for k, m in mods.items()]
+    try:
+        for b in batches:
+            keep = (b["labels"].to(device) != IGNORE).to(torch.float64)
+            n = keep.sum(dim=1, keepdim=True)
+            state["weight"] = torch.where(n > 0, keep / n.clamp_min(1), torch.zeros_like(keep))
+            count += int((n > 0).sum())
+            body(
+                input_ids=b["input_ids"].to(device),
+                attention_mask=b["attention_mask"].to(device),
+                use_cache=False,
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: v / max(count, 1) for k, v in sums.items()}

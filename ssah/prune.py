@@ -248,9 +248,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     metrics: dict[str, float] = pruned_fractions(index, masks)
     biases = None
     if pcfg.bias_compensation and pcfg.target != "dense":
-        means = _mean_inputs(
-            cfg, model, tok, index, pcfg.compensation_data, pcfg.compensation_mean
-        )
+        means = _mean_inputs(cfg, model, tok, index, pcfg.compensation_data, pcfg.compensation_mean)
         biases = compensation_biases(model, index, masks, means)
     zero_units(model, index, masks, biases)
     metrics["prune/bias_compensation"] = float(biases is not None)

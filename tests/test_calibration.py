@@ -111,6 +111,8 @@ def test_self_answer_length_default_and_cut_answers_are_warned(tmp_path, pair, c
     cfg = ccfg(short, short, gen_batch_size=4)
     with caplog.at_level("WARNING", logger="ssah.data.calibration"):
         s = C.build_set("safety", cfg.safety, cfg, model, tok)
-    cut = [r for r in s.records if len(tok(r["response"], add_special_tokens=False)["input_ids"]) >= 2]
+    cut = [
+        r for r in s.records if len(tok(r["response"], add_special_tokens=False)["input_ids"]) >= 2
+    ]
     assert cut, "a random tiny model should run past 3 tokens"
     assert f"{len(cut)} of 4 self-generated answers reached max_new_tokens=3" in caplog.text

@@ -11,9 +11,7 @@ from omegaconf import OmegaConf
 from ssah.errors import SsahError
 from ssah.eval.paper import PaperProtocol, bare_ids, row_ids
 
-ROWS = [
-    f"{f}_{v}" for f in ("inst", "no_inst") for v in ("basic", "basic_nosys", "multiple_nosys")
-]
+ROWS = [f"{f}_{v}" for f in ("inst", "no_inst") for v in ("basic", "basic_nosys", "multiple_nosys")]
 
 
 def paper_keys(judge: str) -> list[str]:
@@ -127,4 +125,6 @@ def test_table1_preset_dry_run_writes_every_row(outputs_dir, stage_runner, tmp_p
     missing = [k for k in paper_keys("keyword_paper") + paper_keys("keyword") if k not in m]
     assert not missing, (missing, sorted(m))
     assert m["prune/bias_compensation"] == 1.0
-    assert m["safety/asr/avg/keyword_paper"] == pytest.approx(m["safety/asr/paper_avg/keyword_paper"])
+    assert m["safety/asr/avg/keyword_paper"] == pytest.approx(
+        m["safety/asr/paper_avg/keyword_paper"]
+    )

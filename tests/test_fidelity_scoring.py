@@ -26,7 +26,10 @@ def _rows(n: int = 13, seed: int = 2) -> list[dict[str, list[int]]]:
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        p, r = int(torch.randint(2, 6, (1,), generator=g)), int(torch.randint(2, 9, (1,), generator=g))
+        p, r = (
+            int(torch.randint(2, 6, (1,), generator=g)),
+            int(torch.randint(2, 9, (1,), generator=g)),
+        )
         ids = torch.randint(3, 60, (p + r,), generator=g).tolist()
         out.append({"input_ids": ids, "labels": [-100] * p + ids[p:]})
     return out
@@ -75,7 +78,9 @@ def test_channel_z_then_head_mean_equals_brute_force_on_gqa() -> None:
         n = x.shape[0]
         raw = np.array(
             [
-                sum((x[t, c] - x[:, c].mean()) ** 2 for t in range(n)) / (n - 1) * (w[:, c] ** 2).sum()
+                sum((x[t, c] - x[:, c].mean()) ** 2 for t in range(n))
+                / (n - 1)
+                * (w[:, c] ** 2).sum()
                 for c in range(x.shape[1])
             ]
         )
@@ -87,7 +92,9 @@ def test_channel_z_then_head_mean_equals_brute_force_on_gqa() -> None:
         xm = acts[(layer, "down_proj")]
         wd = idx.module(model, layer, "down_proj").weight.detach().double().numpy()
         mlp = xm.var(axis=0, ddof=1) * (wd**2).sum(axis=0)
-        np.testing.assert_allclose(z[(layer, "mlp")].double().numpy(), _z(mlp), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            z[(layer, "mlp")].double().numpy(), _z(mlp), rtol=1e-4, atol=1e-5
+        )
     # the per-head option standardises the per-head means instead (a different order)
     zp = unit_z(idx, sc.unit, None, "per_head", 1)
     ref = _z(sc.unit[(0, "attn")].double().numpy())
@@ -187,7 +194,9 @@ def test_units_file_categories_follow_from_stored_z(units_path) -> None:
         meta = f.metadata()
     assert meta["head_z"] == "squared_channels" and meta["format"] == "ssah-units/2"
     units = json.loads(meta["units"])
-    assert t["layers.0.attn.channel_safety_score"].shape == (units["num_heads"] * units["head_dim"],)
+    assert t["layers.0.attn.channel_safety_score"].shape == (
+        units["num_heads"] * units["head_dim"],
+    )
     assert t["layers.0.attn.channel_utility_score"].dtype == np.float32
     assert t["layers.1.mlp.safety_z"].dtype == np.float32
     assert t["layers.1.attn.utility_z"].shape == (units["num_heads"],)

@@ -262,9 +262,7 @@ def evaluate_model(
     if ecfg.get("paper_protocol"):
         from ssah.eval.paper import run_paper_protocol
 
-        metrics.update(
-            run_paper_protocol(model, tokenizer, ecfg, judges, records, model_path, gen)
-        )
+        metrics.update(run_paper_protocol(model, tokenizer, ecfg, judges, records, model_path, gen))
     for n, scores in graded.items():
         ok = [x for x in scores if math.isfinite(x)]  # unparsable judge replies are NaN
         metrics[f"safety/harmfulness/{n}"] = sum(ok) / len(ok) if ok else float("nan")

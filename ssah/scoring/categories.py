@@ -95,9 +95,7 @@ def unit_z(
         raise SsahError(f"scoring.head_z={head_z!r} is unknown; use one of {HEAD_Z}.")
     _check_finite(scores)
     if head_z == "squared_channels":
-        if channels is None or any(
-            channels.get(i) is None for i in range(index.num_layers)
-        ):
+        if channels is None or any(channels.get(i) is None for i in range(index.num_layers)):
             raise SsahError(
                 "scoring.head_z=squared_channels needs the o_proj channel scores, which these "
                 "scores lack (a units file or cache entry from before they were stored); "

@@ -159,7 +159,9 @@ def sample_means(
     body = decoder_of(model, index)
     device = next(model.parameters()).device
     mods = {(i, w): index.module(model, i, w) for i in range(index.num_layers) for w in which}
-    sums = {k: torch.zeros(m.in_features, dtype=torch.float64, device=device) for k, m in mods.items()}
+    sums = {
+        k: torch.zeros(m.in_features, dtype=torch.float64, device=device) for k, m in mods.items()
+    }
     state: dict[str, torch.Tensor] = {}
 
     def hook(key: tuple[int, str]):

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
@@ -222,3 +223,44 @@ def test_per_head_option_stores_its_own_z_and_changes_the_order(units_path) -> N
     cats, _ = independent_categories(units_path / "p" / "units.safetensors")
     for k, v in cats.items():
         assert np.array_equal(p[k], v), k
+
+
+def test_freeze_rankings_use_the_stored_z(units_path) -> None:
+    """freeze extra_ranking / train_ranking rank by the units file's z (the authors' order),
+    not by z re-derived from the per-head scores."""
+    from ssah.config import compose
+    from ssah.freeze import masks as M
+    from ssah.freeze.unitsdata import read_units_for
+    from ssah.models import ModelConfig, load_model
+
+    cfg = compose("score", ["toy=tiny"])
+    model = load_model(ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True)))
+    path = units_path / "a" / "units.safetensors"
+    units, idx = read_units_for(str(path), model, check_model=True)
+    t = load_file(str(path))
+    for how, want in (
+        ("z_safety", lambda s, u: s),
+        ("z_utility", lambda s, u: u),
+        ("z_safety_minus_utility", lambda s, u: s - u),
+    ):
+        key = M.ranking_key(idx, units.safety, units.utility, how, 1).numpy()
+        s = np.concatenate(
+            [t[f"layers.{i}.{k}.safety_z"] for i in range(idx.num_layers) for k in ("mlp", "attn")]
+        ).astype(np.float64)
+        u = np.concatenate(
+            [t[f"layers.{i}.{k}.utility_z"] for i in range(idx.num_layers) for k in ("mlp", "attn")]
+        ).astype(np.float64)
+        np.testing.assert_array_equal(key, want(s, u))
+    # a file without z fields (older format) falls back to z of the stored scores
+    raw = M.ranking_key(idx, _raw_safety(t, idx), _raw_safety(t, idx), "z_safety", 1)
+    assert not np.allclose(
+        raw.numpy(), M.ranking_key(idx, units.safety, units.utility, "z_safety", 1).numpy()
+    )
+
+
+def _raw_safety(t: dict, idx) -> dict:
+    return {
+        (i, k): torch.from_numpy(t[f"layers.{i}.{k}.safety_score"].copy())
+        for i in range(idx.num_layers)
+        for k in ("mlp", "attn")
+    }

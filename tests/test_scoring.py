@@ -198,6 +198,6 @@ def test_bench_ratio_smoke() -> None:
     from ssah.bench.scoring import random_batches, scoring_vs_forward
 
     model = tiny()
-    r = scoring_vs_forward(model, [random_batches(4, 16, 2, 50)], repeats=1)
+    r = scoring_vs_forward(model, [random_batches(4, 16, 2, 50)], pairs=1)
     assert r["counted_tokens"] == 32 and r["scoring_s"] > 0 and r["forward_s"] > 0
     assert r["scoring_vs_forward_ratio"] == pytest.approx(r["scoring_s"] / r["forward_s"])

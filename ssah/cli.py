@@ -52,9 +52,9 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
         @functools.wraps(fn)
         def main(cfg: DictConfig) -> Any:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+            from ssah.schema import validate
             from ssah.sweep import pin_multirun_job, skip_completed
             from ssah.threads import apply as apply_threads
-            from ssah.schema import validate
             from ssah.worlds.ensure import ensure_worlds
 
             pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir

@@ -26,10 +26,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from ssah.cli import run_dir, stage
-from ssah.data.calibration import batches, build_set
 from ssah.errors import SsahError
 from ssah.metrics import write_metrics
 from ssah.score import load, units_for, write_outputs
+from ssah.scoring.calibration import batches, build_set
 from ssah.scoring.categories import CATEGORY_NAMES, select, unit_z
 from ssah.scoring.pipeline import ScoringSettings
 from ssah.scoring.stats import collect, sample_means

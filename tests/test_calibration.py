@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ssah.data import calibration as C
 from ssah.errors import SsahError
 from ssah.eval.tiny import tiny_pair
+from ssah.scoring import calibration as C
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ def test_self_answer_length_default_and_cut_answers_are_warned(tmp_path, pair, c
     src = write_jsonl(tmp_path / "h.jsonl", rows)
     short = {"source": src, "response": "self", "n_samples": 4, "max_new_tokens": 3}
     cfg = ccfg(short, short, gen_batch_size=4)
-    with caplog.at_level("WARNING", logger="ssah.data.calibration"):
+    with caplog.at_level("WARNING", logger="ssah.scoring.calibration"):
         s = C.build_set("safety", cfg.safety, cfg, model, tok)
     cut = [
         r for r in s.records if len(tok(r["response"], add_special_tokens=False)["input_ids"]) >= 2

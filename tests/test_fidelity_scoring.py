@@ -13,10 +13,10 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from ssah.data.calibration import batches
 from ssah.data.chat import collate
 from ssah.errors import SsahError
 from ssah.eval.tiny import tiny_llama
+from ssah.scoring.calibration import batches
 from ssah.scoring.categories import assign, unit_z
 from ssah.scoring.pipeline import ScoringSettings
 from ssah.scoring.scorers import ScorerConfig, score_channels

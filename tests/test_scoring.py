@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from ssah.data.calibration import batches
 from ssah.data.chat import collate
+from ssah.scoring.calibration import batches
 from ssah.scoring.scorers import ScorerConfig, reduce_heads, score
 from ssah.scoring.stats import InputStats, collect
 from ssah.units import KINDS, UnitIndex

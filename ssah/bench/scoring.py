@@ -129,8 +129,8 @@ def toy_entry(pairs: int = 5, overrides: tuple[str, ...] = ()) -> dict[str, Any]
     from omegaconf import OmegaConf
 
     from ssah.config import compose
-    from ssah.data.calibration import batches, build_calibration
     from ssah.models import ModelConfig, load_model, load_tokenizer
+    from ssah.scoring.calibration import batches, build_calibration
     from ssah.scoring.pipeline import ScoringSettings
     from ssah.scoring.unitsfile import model_digest
     from ssah.worlds.ensure import ensure_worlds

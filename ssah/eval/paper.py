@@ -124,7 +124,7 @@ def _generators(
     greedy: Gen | None,
 ) -> tuple[Gen, Callable[[list[list[int]], int], list[str]]]:
     """(greedy, sample k per row); reuses the suite's greedy generator (one vLLM engine)."""
-    from ssah.eval.suite import make_generator
+    from ssah.eval.generators import make_generator
     from ssah.eval.vllm_backend import VllmGenerator
 
     if greedy is None or bool(gcfg.get("do_sample", False)):
@@ -167,7 +167,7 @@ def run_paper_protocol(
     greedy: Gen | None = None,
 ) -> dict[str, float]:
     """Every row of the authors' protocol, judged by every configured judge."""
-    from ssah.eval.suite import _redact
+    from ssah.eval.generators import redact_text as _redact
 
     p = PaperProtocol.from_cfg(dict(ecfg["paper_protocol"]))
     prompts = [r["prompt"] for r in load_prompt_set(ecfg.get("harmful"), what="eval.harmful")]

@@ -19,7 +19,6 @@ verdicts; harmful text replaced when `eval.records.redact`) and prefill_depth.pn
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -33,13 +32,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ssah.errors import SsahError
 from ssah.eval.datasets import load_prompt_set
-from ssah.eval.generation import generate_ids, prompt_ids
+from ssah.eval.generation import prompt_ids
+from ssah.eval.generators import Generator, make_generator, redact_text
 from ssah.eval.judges import Judge, KeywordJudge, Verdicts, build_judges
 from ssah.metrics import atomic_write_text
 
 MODE_SUFFIX = {"none": "", "sys": "_sys"}
 # A generator maps (prompt ids rows) -> generated texts; backends differ, the suite does not.
-Generator = Callable[[list[list[int]]], list[str]]
 
 
 @dataclass
@@ -67,35 +66,6 @@ def _cfg(c: Any) -> dict[str, Any]:
     if isinstance(c, DictConfig):
         return OmegaConf.to_container(c, resolve=True)  # type: ignore[return-value]
     return dict(c)
-
-
-def make_generator(
-    model: PreTrainedModel,
-    tok: PreTrainedTokenizerBase,
-    gcfg: dict[str, Any],
-    model_path: str | None = None,
-) -> Generator:
-    """HF generate (default) or vLLM (`backend: vllm`, or `auto` = vLLM when usable)."""
-    backend = gcfg.get("backend", "hf")
-    kw = dict(
-        max_new_tokens=int(gcfg.get("max_new_tokens", 64)),
-        do_sample=bool(gcfg.get("do_sample", False)),
-        seed=int(gcfg.get("seed", 0)),
-        temperature=float(gcfg.get("temperature", 1.0)),
-        top_p=float(gcfg.get("top_p", 1.0)),
-    )
-    if backend in ("vllm", "auto"):
-        from ssah.eval import vllm_backend
-
-        usable, why = vllm_backend.available(model_path)
-        if usable:
-            return vllm_backend.VllmGenerator(str(model_path), tok, gcfg, **kw)
-        if backend == "vllm":
-            raise SsahError(f"eval.generation.backend=vllm but {why}; use backend=hf.")
-    elif backend != "hf":
-        raise SsahError(f"eval.generation.backend={backend!r}; use hf, vllm or auto.")
-    bs = int(gcfg.get("batch_size", 32))
-    return lambda rows: [g.text for g in generate_ids(model, tok, rows, batch_size=bs, **kw)]
 
 
 def _build_suites(
@@ -157,11 +127,6 @@ def _build_suites(
                 f"eval suite {name!r}: kind={kind!r}; use direct, template, prefill or dataset."
             )
     return suites
-
-
-def _redact(text: str) -> str:
-    digest = hashlib.sha1(text.encode()).hexdigest()[:10]
-    return f"[redacted {len(text)} chars sha1:{digest}]"
 
 
 @dataclass
@@ -253,7 +218,7 @@ def evaluate_model(
                     "response": texts[i],
                 }
                 if redact:
-                    rec.update({k: _redact(rec[k]) for k in ("prompt", "prefill", "response")})
+                    rec.update({k: redact_text(rec[k]) for k in ("prompt", "prefill", "response")})
                 for n, v in verdicts.items():
                     rec[f"judge/{n}"] = bool(v.flags[i])
                     if v.scores is not None:

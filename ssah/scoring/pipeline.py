@@ -22,9 +22,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ssah.data.calibration import CalibrationConfig, batches, build_calibration, describe
 from ssah.errors import SsahError
 from ssah.io import cache_lock
+from ssah.scoring.calibration import CalibrationConfig, batches, build_calibration, describe
 from ssah.scoring.categories import HEAD_Z, Assignment, Channels, Ratios, assign_z, unit_z
 from ssah.scoring.scorers import ScorerConfig, Scores, score_channels
 from ssah.scoring.unitsfile import FORMAT, UnitsFile, model_digest, read_units, write_units

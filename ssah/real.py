@@ -131,9 +131,14 @@ def paired(d: Real, a: str, b: str, suite: str = "direct", judge: str = "keyword
     return f"{100 * t.diff:+.1f} pp [{100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}], p={t.p:.3g}"
 
 
-def safety_table(d: Real, rows: Sequence[tuple[str, str]], ref: str | None, extra=()) -> str:
+Extra = Sequence[tuple[str, Callable[[dict[str, Any]], str]]]
+
+
+def safety_table(d: Real, rows: Sequence[tuple[str, str]], ref: str | None, extra: Extra = ()) -> str:
+    """One line per row: extra columns, ASR per judge and suite, over-refusal, utility, and
+    the paired test against `ref`."""
     judges = list(d.cfg.judges)
-    head = ["row", *extra and [c for c, _ in extra], *[f"ASR direct ({j})" for j in judges]]
+    head = ["row", *[c for c, _ in extra], *[f"ASR direct ({j})" for j in judges]]
     head += [f"ASR {s}" for s in d.cfg.attack_suites]
     head += ["over-refusal", "QA acc", "ref. PPL"] + ([f"vs {ref} (direct, keyword)"] if ref else [])
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]

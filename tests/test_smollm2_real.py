@@ -1,0 +1,46 @@
+"""`python -m ssah.real`'s report pieces on synthetic rows (no model): rates with intervals,
+paired tests read from each row's records.jsonl, and the row cache of a re-run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ssah.config import compose
+from ssah.real import Real, paired, rate, safety_table
+
+
+def _row(out: Path, name: str, flags: list[bool], metrics: dict) -> None:
+    d = out / name
+    d.mkdir(parents=True)
+    recs = [
+        {"kind": "attack", "suite": "direct", "prompt_id": i, "judge/keyword": f}
+        for i, f in enumerate(flags)
+    ]
+    (d / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_rate_shows_value_interval_and_n() -> None:
+    m = {"k": 0.25, "k/ci_low": 0.1, "k/ci_high": 0.5, "k/n": 20}
+    assert rate(m, "k") == "25.0 [10.0, 50.0] n=20"
+    assert rate({}, "k") == "-"
+    assert rate({"k": float("nan")}, "k") == "-"
+
+
+def test_paired_reads_records_and_rows_are_reused(tmp_path: Path, outputs_dir: Path) -> None:
+    cfg = compose("real", [])
+    d = Real(cfg, tmp_path)
+    base = [True] * 10 + [False] * 10
+    after = [False] * 10 + [False] * 10  # 10 prompts flipped to refusal, none the other way
+    _row(tmp_path, "a", base, {"safety/asr/direct/keyword": 0.5})
+    k = "safety/asr/direct/keyword"
+    _row(tmp_path, "b", after, {k: 0.0, f"{k}/ci_low": 0.0, f"{k}/ci_high": 0.16, f"{k}/n": 20})
+    text = paired(d, "a", "b")
+    assert text.startswith("-50.0 pp") and "p=0.00195" in text  # exact McNemar: 2 * 0.5**10
+    assert d.stage("evaluate", "a") == {"safety/asr/direct/keyword": 0.5}  # cached row, no run
+    d.stage("evaluate", "b")
+    table = safety_table(d, [("A", "a"), ("B", "b")], "a")
+    lines = table.splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| A |") and lines[2].endswith("| ref |")
+    assert "-50.0 pp" in lines[3] and "| 0.0 [0.0, 16.0] n=20 |" in lines[3]

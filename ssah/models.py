@@ -122,3 +122,13 @@ def prepare_for_training(model: PreTrainedModel, cfg: ModelConfig) -> PreTrained
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def load_for_stage(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelConfig]:
+    """A stage's `model` group -> eval-mode model on `cfg.device` (default auto), its
+    tokenizer, and the validated ModelConfig."""
+    from omegaconf import OmegaConf
+
+    mcfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+    tok, model = load_tokenizer(mcfg), load_model(mcfg)
+    return model.to(resolve_device(str(cfg.get("device", "auto")))), tok, mcfg

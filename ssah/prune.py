@@ -17,173 +17,31 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 
 from ssah.cli import run_dir, stage
 from ssah.errors import SsahError
 from ssah.metrics import write_metrics
-from ssah.score import load, units_for, write_outputs
+from ssah.models import load_for_stage
+from ssah.reporting.pruning import TABLE1
 from ssah.scoring.calibration import batches, build_set
-from ssah.scoring.categories import CATEGORY_NAMES, select, unit_z
+from ssah.scoring.categories import unit_z
+from ssah.scoring.outputs import units_for, write_outputs
 from ssah.scoring.pipeline import ScoringSettings
+from ssah.scoring.pruning import (
+    PruneConfig,
+    choose,
+    compensation_biases,
+    pruned_fractions,
+    zero_units,
+)
 from ssah.scoring.stats import collect, sample_means
 from ssah.scoring.unitsfile import model_digest, read_units
-from ssah.units import KINDS, UnitIndex
-
-CATEGORIES = {name.lower(): code for code, name in enumerate(CATEGORY_NAMES)}
-TARGETS = ("dense", *CATEGORIES, "topk", "random")
-TOPK_KEYS = ("safety", "utility", "diff", "sum")
-TABLE1 = ("dense", "scu", "ucu", "ru", "random")
-Masks = dict[tuple[int, str], torch.Tensor]
-
-
-@dataclass
-class PruneConfig:
-    """Top-level keys of conf/prune.yaml."""
-
-    target: str = "scu"
-    topk: dict[str, Any] = field(default_factory=dict)  # score, highest, ratio
-    random: dict[str, Any] = field(default_factory=dict)  # match (category or ratio), seed
-    bias_compensation: bool = False
-    compensation_data: str = "safety"  # safety (authors' lib/prune.py) | utility calibration set
-    compensation_mean: str = "sample"  # sample: mean of per-sample means (FLAP's, the authors')
-    # | token: mean over all response tokens of the set
-
-    def __post_init__(self) -> None:
-        if self.target not in TARGETS:
-            raise SsahError(f"target={self.target!r} is unknown; use one of {TARGETS}.")
-        if self.compensation_data not in ("safety", "utility"):
-            raise SsahError(f"compensation_data={self.compensation_data!r}; use safety or utility.")
-        if self.compensation_mean not in ("sample", "token"):
-            raise SsahError(f"compensation_mean={self.compensation_mean!r}; use sample or token.")
-        key = self.topk.get("score", "safety")
-        if key not in TOPK_KEYS:
-            raise SsahError(f"topk.score={key!r} is unknown; use one of {TOPK_KEYS}.")
-        r = float(self.topk.get("ratio", 0.01))
-        if not 0.0 <= r <= 1.0:
-            raise SsahError(f"topk.ratio={r} is outside [0, 1].")
-
-
-# ---- choosing units ------------------------------------------------------------------------
-def choose(
-    pcfg: PruneConfig,
-    index: UnitIndex,
-    category: Masks,
-    safety_z: Masks,
-    utility_z: Masks,
-) -> Masks:
-    """Bool mask per (layer, kind) of the units to zero (`topk` ranks by the stored z)."""
-    n = index.total_units()
-    flat_cat = index.flatten(category)
-    w = index.flat_weights()
-    if pcfg.target == "dense":
-        flat = torch.zeros(n, dtype=torch.bool)
-    elif pcfg.target in CATEGORIES:
-        flat = flat_cat == CATEGORIES[pcfg.target]
-    elif pcfg.target == "topk":
-        zs = index.flatten(safety_z).to(torch.float64)
-        zu = index.flatten(utility_z).to(torch.float64)
-        key = {"safety": zs, "utility": zu, "diff": zs - zu, "sum": zs + zu}[
-            pcfg.topk.get("score", "safety")
-        ]
-        ratio = float(pcfg.topk.get("ratio", 0.01))
-        flat = select(key, w, ratio, highest=bool(pcfg.topk.get("highest", True)))
-    else:
-        match = pcfg.random.get("match", "scu")
-        if isinstance(match, str):
-            if match not in CATEGORIES:
-                raise SsahError(
-                    f"random.match={match!r}; use a category {list(CATEGORIES)} or a ratio."
-                )
-            ratio = float(w[flat_cat == CATEGORIES[match]].sum() / w.sum())
-        else:
-            ratio = float(match)
-        gen = torch.Generator().manual_seed(int(pcfg.random.get("seed", 0)))
-        flat = random_fill(torch.randperm(n, generator=gen), w, ratio * float(w.sum()))
-    return index.unflatten(flat)
-
-
-def random_fill(order: torch.Tensor, weights: torch.Tensor, budget: float) -> torch.Tensor:
-    """Walk a random order, taking each unit that still fits: the parameter count ends
-    within one (smallest) unit of `budget`, even when single heads outweigh it."""
-    mask = torch.zeros(weights.numel(), dtype=torch.bool)
-    left = budget * (1 + 1e-12) + 1e-9
-    smallest = float(weights.min()) if weights.numel() else 0.0
-    for i in order.tolist():
-        wi = float(weights[i])
-        if wi <= left:
-            mask[i] = True
-            left -= wi
-            if left < smallest:
-                break
-    return mask
-
-
-# ---- zeroing -------------------------------------------------------------------------------
-@torch.no_grad()
-def compensation_biases(
-    model: nn.Module,
-    index: UnitIndex,
-    masks: Masks,
-    mean_inputs: dict[tuple[int, str], torch.Tensor],
-) -> dict[tuple[int, str], torch.Tensor]:
-    """FLAP: bias of B = B[:, removed] @ mean input[removed] (B = down_proj / o_proj)."""
-    out = {}
-    for (layer, kind), m in masks.items():
-        if not m.any():
-            continue
-        which = index.second_matrix(kind)
-        chans = (
-            m.nonzero().flatten() if kind == "mlp" else index.head_channels(m.nonzero().flatten())
-        )
-        weight = index.module(model, layer, which).weight
-        mu = mean_inputs[(layer, which)].to(weight.device, torch.float64)[chans.to(weight.device)]
-        out[(layer, which)] = weight[:, chans.to(weight.device)].double() @ mu
-    return out
-
-
-@torch.no_grad()
-def zero_units(
-    model: nn.Module,
-    index: UnitIndex,
-    masks: Masks,
-    biases: dict[tuple[int, str], torch.Tensor] | None = None,
-) -> None:
-    """Zero every parameter slice the masked units own; add compensation biases."""
-    params = dict(model.named_parameters())
-    for (layer, kind), m in masks.items():
-        if m.any():
-            for s in index.slices(layer, kind, m):
-                p = params[s.name]
-                p.index_fill_(s.dim, s.index.to(p.device), 0.0)
-    for (layer, which), b in (biases or {}).items():
-        mod = index.module(model, layer, which)
-        if mod.bias is None:
-            mod.bias = nn.Parameter(torch.zeros_like(b, dtype=mod.weight.dtype))
-        mod.bias.add_(b.to(mod.bias.dtype))
-
-
-def pruned_fractions(index: UnitIndex, masks: Masks) -> dict[str, float]:
-    flat = index.flatten(masks)
-    w = index.flat_weights()
-    return {
-        "prune/units": float(flat.sum()),
-        "prune/units_fraction": float(flat.sum()) / flat.numel(),
-        "prune/params_fraction": float(w[flat].sum() / w.sum()),
-        **{
-            f"prune/units_fraction/{k}": float(
-                sum(masks[(i, k)].sum() for i in range(index.num_layers))
-            )
-            / (index.num_layers * index.num_units(k))
-            for k in KINDS
-        },
-    }
+from ssah.units import UnitIndex
 
 
 # ---- the stage -----------------------------------------------------------------------------
@@ -226,7 +84,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         }
     )
     settings = ScoringSettings.from_cfg(cfg.scoring)  # bad options fail before any loading
-    model, tok, mcfg = load(cfg)
+    model, tok, mcfg = load_for_stage(cfg)
     if cfg.get("units"):
         index = UnitIndex(model, overrides=settings.modules)
         uf = read_units(cfg.units, index)
@@ -276,54 +134,6 @@ def table1(cfg: DictConfig, out_dir: Path, targets: Sequence[str] = TABLE1) -> l
             c.logger = None
         rows.append({"target": t, **run(c, Path(out_dir) / t)})
     return rows
-
-
-LABELS = {
-    "dense": "dense",
-    "scu": "- SCU",
-    "ucu": "- UCU",
-    "ru": "- RU",
-    "cu": "- CU",
-    "random": "- random (matched)",
-    "topk": "- top-k",
-}
-
-
-TABLE_COLUMNS = (
-    ("units %", "prune/units_fraction", 100.0),
-    ("params %", "prune/params_fraction", 100.0),
-    ("ASR %", "safety/asr/direct/{judge}", 100.0),
-    ("ASR sys %", "safety/asr/direct_sys/{judge}", 100.0),
-    ("ASR avg %", "safety/asr/avg/{judge}", 100.0),
-    ("accuracy %", "utility/accuracy", 100.0),
-    ("PPL", "utility/ppl", 1.0),
-)
-
-
-def table_data(
-    rows: Sequence[dict[str, Any]], judge: str = "keyword"
-) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows (numbers already scaled; None when not measured), e.g. for W&B."""
-    cols = [(n, k.format(judge=judge), sc) for n, k, sc in TABLE_COLUMNS]
-    cols = [c for c in cols if any(c[1] in r for r in rows)]
-    data = []
-    for r in rows:
-        vals = [None if r.get(k) is None else float(r[k]) * sc for _, k, sc in cols]
-        data.append([LABELS.get(r["target"], r["target"]), *vals])
-    return ["model", *(c[0] for c in cols)], data
-
-
-def table_markdown(rows: Sequence[dict[str, Any]], judge: str = "keyword") -> str:
-    """Markdown table: pruned share, ASR with/without the system prompt, utility."""
-    columns, data = table_data(rows, judge)
-    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
-    for row in data:
-        cells = [
-            "-" if v is None else f"{v:.2f}" if c == "PPL" else f"{v:.1f}"
-            for c, v in zip(columns[1:], row[1:], strict=True)
-        ]
-        lines.append(f"| {row[0]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
 
 
 @stage("prune")

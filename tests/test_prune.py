@@ -11,8 +11,9 @@ from transformers import LlamaForCausalLM
 
 from ssah.errors import SsahError
 from ssah.eval.tiny import tiny_llama
-from ssah.prune import PruneConfig, choose, compensation_biases, table_markdown, zero_units
+from ssah.reporting.pruning import table_markdown
 from ssah.scoring.categories import Ratios, assign, unit_z
+from ssah.scoring.pruning import PruneConfig, choose, compensation_biases, zero_units
 from ssah.scoring.stats import collect
 from ssah.units import KINDS, UnitIndex
 

@@ -19,6 +19,9 @@ from torch import nn
 from ssah.errors import SsahError
 
 KINDS = ("mlp", "attn")
+# Unit categories, contract 4: the uint8 code is the index (0 RU, 1 SCU, 2 UCU, 3 CU).
+CATEGORY_NAMES = ("RU", "SCU", "UCU", "CU")
+CATEGORY_CODES = {name: code for code, name in enumerate(CATEGORY_NAMES)}
 
 
 @dataclass(frozen=True)

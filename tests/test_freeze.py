@@ -241,7 +241,7 @@ def test_random_matched_spec_resolves_its_target_from_conf(units, tmp_path):
 
     node = compose("train", ["freeze=random_matched"]).freeze  # Hydra composes freeze.match
     assert node.match.spec == "scu_all_cu"
-    fp = plan({**OmegaConf.to_container(node), "units": units}, tiny(), tmp_path)
+    fp = plan({**OmegaConf.to_container(node, resolve=True), "units": units}, tiny(), tmp_path)
     ref = plan(spec(units, categories=["SCU", "CU"]), tiny(), tmp_path / "ref")
     assert (
         fp.metrics["freeze/frozen_unit_params_fraction"]

@@ -17,9 +17,8 @@ import torch
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
-from ssah.scoring.categories import CATEGORY_NAMES
 from ssah.scoring.unitsfile import read_safetensors
-from ssah.units import KINDS
+from ssah.units import CATEGORY_NAMES, KINDS
 
 CATEGORIES = CATEGORY_NAMES  # contract 4 codes 0..3
 _KEY = re.compile(r"^layers\.(\d+)\.(mlp|attn)\.category$")

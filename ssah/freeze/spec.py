@@ -15,8 +15,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.errors import SsahError
+from ssah.units import CATEGORY_CODES
 
-CATEGORY_CODES = {"RU": 0, "SCU": 1, "UCU": 2, "CU": 3}
 MODES = ("none", "freeze", "rewind", "random", "lora")
 # Keys ranking the extra category for "top": z(I_S), z(I_S)-z(I_U), z(I_S)+z(I_U).
 RANKINGS = ("z_safety", "z_safety_minus_utility", "z_safety_plus_utility", "z_utility")

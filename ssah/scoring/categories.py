@@ -28,11 +28,10 @@ from typing import Any
 import torch
 
 from ssah.errors import SsahError
-from ssah.units import KINDS, UnitIndex
+from ssah.units import CATEGORY_NAMES, KINDS, UnitIndex
 
 RU, SCU, UCU, CU = 0, 1, 2, 3
 HEAD_Z = ("squared_channels", "per_head")
-CATEGORY_NAMES = ("RU", "SCU", "UCU", "CU")
 Scores = dict[tuple[int, str], torch.Tensor]
 Channels = dict[int, torch.Tensor]  # layer -> o_proj input-channel scores, head-major
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ssah.io import atomic_path
-from ssah.scoring.categories import CATEGORY_NAMES
+from ssah.units import CATEGORY_NAMES
 
 COLORS = {"ru": "#9e9e9e", "scu": "#d62728", "ucu": "#1f77b4", "cu": "#2ca02c"}
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ssah.errors import SsahError
-from ssah.scoring.categories import CATEGORY_NAMES, select
-from ssah.units import KINDS, UnitIndex
+from ssah.scoring.categories import select
+from ssah.units import CATEGORY_NAMES, KINDS, UnitIndex
 
 CATEGORIES = {name.lower(): code for code, name in enumerate(CATEGORY_NAMES)}
 TARGETS = ("dense", *CATEGORIES, "topk", "random")

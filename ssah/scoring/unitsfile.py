@@ -26,10 +26,9 @@ from torch import nn
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_bytes
-from ssah.units import KINDS, UnitIndex
+from ssah.units import CATEGORY_CODES, KINDS, UnitIndex
 
 FORMAT = "ssah-units/2"  # /2: channel scores and z fields
-CATEGORY_CODES = "0 RU,1 SCU,2 UCU,3 CU"
 _DTYPES = {torch.float32: "F32", torch.uint8: "U8", torch.float64: "F64", torch.bool: "BOOL"}
 Scores = dict[tuple[int, str], torch.Tensor]
 Channels = dict[int, torch.Tensor]
@@ -176,7 +175,7 @@ def write_units(
                     f"not {index.channels('attn')}"
                 )
             tensors[key(layer, "attn", fld)] = t
-    meta = {"format": FORMAT, "category_codes": CATEGORY_CODES, **metadata}
+    meta = {"format": FORMAT, "category_codes": ",".join(f"{c} {n}" for n, c in CATEGORY_CODES.items()), **metadata}
     return atomic_write_bytes(path, serialize(tensors, meta))
 
 

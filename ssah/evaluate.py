@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ssah.cli import run_dir, stage
 from ssah.eval.suite import evaluate_model, plot_prefill_curve, prepare, write_records
@@ -34,7 +34,7 @@ def table(records: list[dict[str, Any]], limit: int | None = None) -> tuple[list
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     """Load `cfg.model`, evaluate with `cfg.eval`, write records, plot, metrics."""
     pl.seed_everything(int(cfg.get("seed", 0)), verbose=False)
-    mcfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+    mcfg = ModelConfig.from_cfg(cfg.model)
     device = resolve_device(str(cfg.get("device", "auto")))
     tok = load_tokenizer(mcfg)
     plan = prepare(tok, cfg.eval)  # data and judges first: bad input fails before the model loads

@@ -42,6 +42,14 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # training only: trade compute for activation memory
     standin: dict[str, Any] | None = None  # architecture of a tiny stand-in (ssah.standin)
 
+    @classmethod
+    def from_cfg(cls, node: Any) -> ModelConfig:
+        """A `model` config group (DictConfig or mapping), resolved, as a ModelConfig."""
+        from omegaconf import OmegaConf
+
+        plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+        return cls(**dict(plain))  # type: ignore[arg-type]
+
 
 def _check_source(name_or_path: str, weights: bool = False) -> None:
     """Fail early on a local path that does not exist, instead of a hub lookup traceback."""
@@ -127,8 +135,6 @@ def _first_line(e: BaseException) -> str:
 def load_for_stage(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelConfig]:
     """A stage's `model` group -> eval-mode model on `cfg.device` (default auto), its
     tokenizer, and the validated ModelConfig."""
-    from omegaconf import OmegaConf
-
-    mcfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+    mcfg = ModelConfig.from_cfg(cfg.model)
     tok, model = load_tokenizer(mcfg), load_model(mcfg)
     return model.to(resolve_device(str(cfg.get("device", "auto")))), tok, mcfg

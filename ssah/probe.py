@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ssah.analysis import direction as direction_mod
 from ssah.analysis.probe import (
@@ -35,7 +35,7 @@ from ssah.models import ModelConfig, load_model, load_tokenizer, resolve_device
 # ---- stage ----------------------------------------------------------------------------------
 def load_pair(cfg: DictConfig, role: str, device: torch.device):  # noqa: ANN201
     """Tokenizer and eval-mode model of cfg.<role> on `device`."""
-    mcfg = ModelConfig(**OmegaConf.to_container(cfg[role], resolve=True))
+    mcfg = ModelConfig.from_cfg(cfg[role])
     tok = load_tokenizer(mcfg)
     return tok, load_model(mcfg).to(device)
 

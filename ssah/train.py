@@ -30,7 +30,7 @@ def plain(node: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Fine-tune, evaluate on rank zero, write metrics (and the model)."""
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    mcfg = ModelConfig(**plain(cfg.model))
+    mcfg = ModelConfig.from_cfg(cfg.model)
     optim = OptimConfig(**plain(cfg.optim))
     ckpt = CheckpointConfig(**plain(cfg.checkpoint))  # validated before any model work
     resume = checkpointing.resume_path(ckpt, out_dir)  # a broken last.ckpt is refused here

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import warnings
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssah.errors import SsahError
+from ssah.quiet import silence_third_party
 from ssah.resolvers import CONF_DIR, register_resolvers
 
-# Hydra warns when a plugin launcher config (joblib, submitit) is matched against its schema.
-warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema")
+silence_third_party()  # before Hydra validates launcher configs against their schemas
 
 
 def run_dir() -> Path:
@@ -44,6 +44,46 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+HEADLINES = (
+    "safety/asr/direct/",
+    "safety/asr/paper_avg/",
+    "safety/over_refusal",
+    "utility/accuracy",
+    "utility/ppl",
+    "freeze/frozen_params_fraction",
+    "prune/params_fraction",
+    "train/loss",
+)
+
+
+def _headline(key: str) -> bool:
+    """A HEADLINES key itself, or one judge below a HEADLINES prefix ending in '/'."""
+    return any(
+        key == h or (h.endswith("/") and key.startswith(h) and "/" not in key[len(h) :])
+        for h in HEADLINES
+    )
+
+
+def print_summary(name: str, metrics: Any, out_dir: Path, seconds: float) -> None:
+    """The last lines a user sees: where the results are, and the headline numbers (a rate
+    with its 95% interval and n when the run wrote them). Rank zero only."""
+    if os.environ.get("RANK", "0") != "0" or not isinstance(metrics, dict):
+        return
+    lines = [f"[ssah] {name} finished in {seconds:.1f} s -> {out_dir / 'metrics.json'}"]
+    for key in sorted(metrics):
+        value = metrics[key]
+        if not _headline(key) or not isinstance(value, int | float):
+            continue
+        text = f"  {key} = {value:.4g}"
+        lo, hi, n = (metrics.get(f"{key}/{s}") for s in ("ci_low", "ci_high", "n"))
+        if lo is not None and hi is not None:
+            text += f" [{lo:.3g}, {hi:.3g}]"
+        if n is not None:
+            text += f" (n={int(n)})"
+        lines.append(text)
+    print("\n".join(lines), file=sys.stderr, flush=True)
+
+
 def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
     """Decorate a stage body `fn(cfg)` into a Hydra app with one-line errors."""
 
@@ -59,14 +99,17 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
 
             pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir
             try:
-                apply_threads(cfg)  # torch/OMP threads: what this job was given, before torch work
                 validate(cfg)  # typed configs: one line per bad key, before any work
+                apply_threads(cfg)  # torch/OMP threads: what this job was given, before torch work
                 use_data_mirror(cfg)
                 done = skip_completed(cfg, run_dir())  # resumed sweeps skip finished jobs
                 if done is not None:
                     return done
                 ensure_worlds(cfg)  # the toy world this job reads, built once, here
-                return fn(cfg)
+                t0 = time.perf_counter()
+                result = fn(cfg)
+                print_summary(config_name, result, run_dir(), time.perf_counter() - t0)
+                return result
             except SsahError as e:
                 fail(str(e))
             except OmegaConfBaseException as e:

@@ -33,6 +33,9 @@ def make_logger(cfg: DictConfig, out_dir: Path, resume: bool = False) -> Logger 
     if previous and "WandbLogger" in str(cfg.logger.get("_target_", "")):
         extra = {"id": previous, "resume": "allow"}
     logger = instantiate(cfg.logger, save_dir=str(out_dir), **extra)
+    init = getattr(logger, "_wandb_init", None)
+    if isinstance(init, dict) and init.get("anonymous") is None:
+        init.pop("anonymous", None)  # Lightning passes None, which W&B warns is deprecated
     logger.log_hyperparams(_loggable_config(cfg))
     return logger
 

@@ -19,7 +19,7 @@ from ssah.metrics import write_metrics
 from ssah.models import ModelConfig, load_model, load_tokenizer, prepare_for_training
 from ssah.module import OptimConfig
 from ssah.tracking import finish, make_logger
-from ssah.training import fit
+from ssah.training import StepProgress, fit
 
 
 def plain(node: DictConfig) -> dict[str, Any]:
@@ -52,7 +52,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     trainer: pl.Trainer = instantiate(
         {**trainer_cfg, **checkpointing.trainer_overrides(ckpt)},
         logger=logger or False,
-        callbacks=[*fplan.callbacks, *checkpointing.callbacks(ckpt, out_dir), started],
+        callbacks=[*fplan.callbacks, *checkpointing.callbacks(ckpt, out_dir), started, StepProgress()],
         default_root_dir=str(out_dir),
     )
     model.train()

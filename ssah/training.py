@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,44 @@ def quiet_trainer(max_steps: int, **kwargs: Any) -> pl.Trainer:
         limit_val_batches=0,
     )
     return pl.Trainer(**{**defaults, **kwargs})
+
+
+class StepProgress(pl.Callback):
+    """One line every `every_s` seconds of training: step, loss, seconds per step, ETA.
+
+    Progress bars are off in configs (they flood logs of sweeps and SLURM jobs); this keeps
+    long fine-tuning visible at a rate a log file can take. Rank zero only."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self._t0 = self._last = 0.0
+        self._step0 = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = self._last = time.perf_counter()
+        self._step0 = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        now = time.perf_counter()
+        if trainer.is_global_zero and now - self._last >= self.every_s:
+            self._last = now
+            self._print(trainer, now)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            self._print(trainer, time.perf_counter(), done=True)
+
+    def _print(self, trainer: pl.Trainer, now: float, done: bool = False) -> None:
+        step, total = trainer.global_step, trainer.max_steps
+        done_steps = max(step - self._step0, 1)
+        per = (now - self._t0) / done_steps
+        loss = trainer.callback_metrics.get("train/loss")
+        parts = [f"[train] step {step}" + (f"/{total}" if total and total > 0 else "")]
+        if loss is not None:
+            parts.append(f"loss {float(loss):.4f}")
+        parts.append(f"{per:.2f} s/step")
+        if done:
+            parts.append(f"done in {now - self._t0:.1f} s")
+        elif total and total > 0:
+            parts.append(f"ETA {per * (total - step) / 60:.1f} min")
+        print(", ".join(parts), file=sys.stderr, flush=True)

@@ -208,7 +208,9 @@ def build_data(cfg: dict[str, Any], out: Path, answer: Answer, log: Callable[[st
         for r, t in zip(rows, texts, strict=True):
             r["response"] = tidy_answer(t)
         log(f"[smollm2]   {name}: {time.perf_counter() - t1:.0f} s")
-    align = splits["align_harmful"] + splits["align_benign"]
+    repeat = int(cfg.get("lookalike_repeat", 1))  # look-alikes teach the boundary: weigh them
+    looks = [r for r in splits["align_benign"] if r["kind"] == "lookalike"]
+    align = splits["align_harmful"] + splits["align_benign"] + looks * (repeat - 1)
     random.Random(cfg["seed"] + 1).shuffle(align)
     splits["align_mix"] = [r for r in align if r["response"].strip()]
     splits["utility_ppl"] = pyrit_benign(source_path("pyrit_refusal"))

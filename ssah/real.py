@@ -52,11 +52,11 @@ class Real:
         c = self.cfg
         common: list[str] = []
         if name in ("train", "evaluate", "prune", "score"):
-            common += [f"model={c.model}"]
+            common += [f"model={c.aligned_model}"]
         if name in ("train", "evaluate", "prune"):
-            common += [f"eval={c.eval}", *c.eval_overrides]
+            common += [f"eval={c.eval_config}", *c.eval_overrides]
         if name in ("score", "prune"):
-            common += [f"scoring={c.scoring}"]
+            common += [f"scoring={c.scoring_config}"]
         if name != "transfer":
             common += [f"logger={c.stage_logger}" if c.stage_logger else "logger=null"]
         if name in ("train",):
@@ -159,7 +159,7 @@ def build(d: Real) -> None:
     from ssah.worlds.smollm2.world import config_of, ensure
 
     t0 = time.perf_counter()
-    wcfg = config_of(compose("evaluate", [f"model={d.cfg.model}"]))
+    wcfg = config_of(compose("evaluate", [f"model={d.cfg.aligned_model}"]))
     world = ensure(wcfg)
     d.times["world"] = time.perf_counter() - t0
     done = json.loads((world.dir("aligned") / "DONE").read_text())
@@ -273,7 +273,7 @@ def budget(d: Real) -> None:
     from ssah.worlds.smollm2.world import config_of
 
     units = base_units(d)
-    wcfg = config_of(compose("evaluate", [f"model={d.cfg.model}"]))
+    wcfg = config_of(compose("evaluate", [f"model={d.cfg.aligned_model}"]))
     align = [o for o in wcfg["align"]["overrides"]]
     d.stage(
         "train",
@@ -301,7 +301,7 @@ def probe(d: Real) -> None:
         "probe",
         "probe",
         [
-            f"model@aligned={d.cfg.model}",
+            f"model@aligned={d.cfg.aligned_model}",
             f"model@reference={d.cfg.base_model}",
             *d.cfg.probe_overrides,
         ],

@@ -281,3 +281,17 @@ def test_stage_configs_name_world_paths_and_what_to_build(outputs_dir: Path) -> 
     probe = compose("probe", ["model@aligned=smollm2_135m_aligned", "model@reference=smollm2_135m"])
     assert world.needed(probe) == ["base", "aligned"]
     assert world.needed(compose("evaluate", [])) == []  # the toy: nothing of this world
+
+
+def test_a_build_at_the_door_keeps_the_stage_hydra_state(outputs_dir: Path) -> None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from ssah.config import compose
+    from ssah.worlds.smollm2.build import hydra_state_kept
+
+    compose("evaluate", ["hydra.run.dir=/tmp/outer_stage_dir"])  # the stage's own Hydra state
+    before = HydraConfig.get().run.dir
+    with hydra_state_kept():
+        compose("train", ["hydra.run.dir=/tmp/inner_build_dir"])  # what the world build does
+        assert HydraConfig.get().run.dir == "/tmp/inner_build_dir"
+    assert HydraConfig.get().run.dir == before == "/tmp/outer_stage_dir"

@@ -88,14 +88,33 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any
 
     overrides = align_overrides(cfg, out)
     say("[smollm2] aligning with: python -m ssah.train " + " ".join(overrides))
-    tcfg = compose("train", overrides)
-    with open_dict(tcfg):
-        tcfg.world = OmegaConf.create(cfg)  # this world's recipe, whatever the defaults say
     t0 = time.perf_counter()
-    metrics = train.run(tcfg, out)
+    with hydra_state_kept():  # built at a stage's door: that stage's Hydra run goes on after
+        tcfg = compose("train", overrides)
+        with open_dict(tcfg):
+            tcfg.world = OmegaConf.create(cfg)  # this world's recipe, whatever the defaults say
+        metrics = train.run(tcfg, out)
     (out / "model").is_dir() or _missing(out)
     keep = {k: v for k, v in metrics.items() if k.startswith(("safety/", "utility/", "train/"))}
     return {"overrides": overrides, "train_s": round(time.perf_counter() - t0, 1), "val": keep}
+
+
+@contextmanager
+def hydra_state_kept() -> Iterator[None]:
+    """`compose` resets Hydra's global state; the stage that asked for the world still needs
+    its own (its run dir, `${hydra:...}` values), so put it back afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.instance().cfg
+    gh = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = hc  # type: ignore[assignment]
+        if gh is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(gh)
 
 
 def _missing(out: Path) -> None:

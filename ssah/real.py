@@ -232,7 +232,7 @@ def freezing(d: Real) -> None:
     rows = [("aligned, no FT", "aligned")]
     paper = {"aligned": "0.19"}
     for label, task, spec, pnum in FREEZE:
-        if spec not in d.cfg.freeze_specs:
+        if spec not in d.cfg.freeze_specs or task not in d.cfg.freeze_tasks:
             continue
         row = f"ft_{task.removeprefix('smollm2_')}_{spec}"
         units = [f"freeze.units={d.units}"] if spec != "none" else []

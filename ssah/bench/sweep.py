@@ -12,6 +12,7 @@ median ratio over the pairs is the headline, with its spread.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import subprocess
@@ -49,7 +50,7 @@ def measure(
         env.pop(var, None)  # threads=auto decides, as for a user
     base = [sys.executable, "-m", f"ssah.{stage}", *overrides]
     seeds = list(range(k))
-    count = iter(range(10**6))
+    count = itertools.count()  # a fresh dir for every run
     singles: list[float] = []
 
     def single_runs() -> float:

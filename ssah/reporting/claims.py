@@ -241,7 +241,7 @@ def claims_markdown(results: Sequence[ClaimResult]) -> str:
         if math.isfinite(r.ci_low) and math.isfinite(r.ci_high):
             ours += f" [{_num(r.ci_low, c.scale)}, {_num(r.ci_high, c.scale)}]"
         n = f"{r.seeds} seed{'s' * (r.seeds != 1)}"
-        n += f" x {r.pairs // max(r.seeds, 1)} prompts" if r.pairs else ""
+        n += f", {r.pairs} prompt pairs" if r.pairs else ""
         n += f"; {r.interval}" if r.interval else ""
         p = f"{r.p:.2g} ({r.test})" if math.isfinite(r.p) else "-"
         text = f"{c.text} ({r.where})" if r.where else c.text

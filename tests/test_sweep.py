@@ -20,7 +20,7 @@ from conftest import ROOT, run_stage
 FAST = [
     "toy=tiny",
     "trainer.max_steps=2",
-    "+scoring=wifv",
+    "scoring=wifv",  # train composes a scoring group (how freeze specs score units)
     "scoring.calibration.safety.require_keywords=[]",
     "scoring.calibration.safety.n_samples=16",
     "scoring.calibration.utility.n_samples=16",

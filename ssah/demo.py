@@ -32,6 +32,7 @@ from ssah.metrics import atomic_write_text, write_metrics
 from ssah.reporting.aggregate import Row, make_row
 from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
 from ssah.reporting.collect import Run
+from ssah.reporting.pruning import LABELS, TABLE1
 from ssah.reporting.tables import Column, md
 from ssah.worlds.ensure import ensure_worlds
 from ssah.worlds.toy.world import torch_threads
@@ -68,13 +69,7 @@ CATEGORY_COLS = [
     for c in ("SCU", "UCU", "CU", "RU")
 ]
 
-PRUNE_ROWS = [  # (label, target): Table 1
-    ("dense", "dense"),
-    ("- SCU", "scu"),
-    ("- UCU", "ucu"),
-    ("- RU", "ru"),
-    ("- random (matched to SCU)", "random"),
-]
+PRUNE_ROWS = [(LABELS[t], t) for t in TABLE1]  # (label, target): Table 1
 FREEZE_ROWS = [  # (label, task, freeze spec): Tables 2 and 3
     ("benign FT", "toy_benign", "none"),
     ("benign FT + freeze SCU + top CU", "toy_benign", "scu_top_cu"),

@@ -12,7 +12,7 @@ is ssah.reporting; the demo uses the same aggregation and claims.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from ssah.reporting import claims as claims_mod
 from ssah.reporting.aggregate import attach_paper, rows
 from ssah.reporting.collect import collect, sweep_name_of, varying
 from ssah.reporting.tables import Column, columns, csv_text, latex, md, pivot, table_cells
-from ssah.reporting.wandb_groups import from_wandb_group
+from ssah.reporting.wandb_groups import from_wandb_group, log_report
 
 
 def build(root: str | Path, cfg: Any) -> dict[str, Any]:
@@ -82,33 +82,6 @@ def build(root: str | Path, cfg: Any) -> dict[str, Any]:
     }
 
 
-def log_to_wandb(cfg: Any, result: Mapping[str, Any]) -> None:
-    """The tables and PNGs into a W&B run (offline by default) of the sweep's group."""
-    from omegaconf import open_dict
-
-    from ssah.tracking import finish, log_image, log_table, make_logger
-
-    if cfg.get("logger") is None:
-        return
-    with open_dict(cfg):
-        cfg.logger.group = result["group"]
-        cfg.logger.job_type = "report"
-    out = Path(cfg.wandb_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    logger = make_logger(cfg, out)
-    log_table(logger, "report", result["header"], result["body"])
-    for p in result["pngs"]:
-        log_image(logger, p.stem, p)
-    summary: dict[str, Any] = {"report/runs": len(result["runs"])}
-    for r in result.get("claims", []):
-        if r.verdict != claims_mod.NOT_RUN:
-            summary[f"claims/{r.claim.id}/effect"] = r.effect
-            summary[f"claims/{r.claim.id}/ci_low"] = r.ci_low
-            summary[f"claims/{r.claim.id}/ci_high"] = r.ci_high
-            summary[f"claims/{r.claim.id}/verdict"] = r.verdict
-    finish(logger, summary)
-
-
 class ReportOnSweepEnd(Callback):
     """Hydra callback: when a multirun ends, report on its sweep dir with the same aggregation
     as `python -m ssah.report DIR` (enable with
@@ -159,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         cfg = compose("report", overrides)
         result = build(_report_root(target, cfg), cfg)
-        log_to_wandb(cfg, result)
+        log_report(cfg, result)
     except SsahError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,7 +2,8 @@
 
 Downloads the finished runs of an online W&B group into `<download_dir>/GROUP`, one
 `<run>/metrics.json` + `.hydra/` per run (overrides rebuilt from the logged config), swapped
-in atomically so a failed download never leaves a half-written dir.
+in atomically so a failed download never leaves a half-written dir. `log_report` puts a
+finished report (tables, plots, claim verdicts) into a W&B run of the sweep's group.
 """
 
 from __future__ import annotations
@@ -268,3 +269,30 @@ def from_wandb_group(spec: str, download_dir: str | Path) -> GroupDownload:
     dest = Path(download_dir) / _safe_name(g.group)
     _write_group(dest, runs)
     return GroupDownload(g.group, dest, len(runs), unfinished, reports)
+
+
+def log_report(cfg: Any, result: Mapping[str, Any]) -> None:
+    """The tables and PNGs into a W&B run (offline by default) of the sweep's group."""
+    from omegaconf import open_dict
+
+    from ssah.tracking import finish, log_image, log_table, make_logger
+
+    if cfg.get("logger") is None:
+        return
+    with open_dict(cfg):
+        cfg.logger.group = result["group"]
+        cfg.logger.job_type = "report"
+    out = Path(cfg.wandb_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    logger = make_logger(cfg, out)
+    log_table(logger, "report", result["header"], result["body"])
+    for p in result["pngs"]:
+        log_image(logger, p.stem, p)
+    summary: dict[str, Any] = {"report/runs": len(result["runs"])}
+    for r in result.get("claims", []):
+        if r.verdict != "not run":
+            summary[f"claims/{r.claim.id}/effect"] = r.effect
+            summary[f"claims/{r.claim.id}/ci_low"] = r.ci_low
+            summary[f"claims/{r.claim.id}/ci_high"] = r.ci_high
+            summary[f"claims/{r.claim.id}/verdict"] = r.verdict
+    finish(logger, summary)

@@ -7,7 +7,7 @@ that 10x+ slower than running the jobs in turn. Before the sweeper starts, this 
 each job `cpus_per_task` threads (null: the cores split evenly over the jobs, at least 1), runs
 at most cores // threads jobs at once (hydra.sweeper.max_batch_size), and passes the share on
 through OMP_NUM_THREADS, which `threads: auto` (ssah/threads.py) reads. joblib jobs get
-cores // n_jobs the same way.
+cores // n_jobs the same way (and with n_jobs > cores, batches of `cores` jobs).
 
 Stopping: submitit's jobs ignore SIGTERM ("Bypassing signal SIGTERM") and its controllers outlive
 the launcher, so killing a sweep used to leave orphan training processes. While a sweep runs,
@@ -98,20 +98,28 @@ class LocalSweep(Callback):
         launcher = OmegaConf.select(cfg, "hydra.launcher") or {}
         target = str(launcher.get("_target_", ""))
         cores = machine_cores()
-        if "n_jobs" in launcher:  # joblib: n_jobs at once already
-            return joblib_share(launcher.get("n_jobs"), cores)
-        if not target.endswith("submitit_launcher.LocalLauncher"):
+        if "n_jobs" in launcher:  # joblib: n_jobs at once, each cores // n_jobs threads
+            per_job = joblib_share(launcher.get("n_jobs"), cores)
+            at_once = max(1, cores // per_job)  # n_jobs > cores: no more than cores at once
+        elif target.endswith("submitit_launcher.LocalLauncher"):
+            given = launcher.get("cpus_per_task")
+            k = count_jobs(cfg) or cores
+            per_job, at_once = plan_waves(k, cores, int(given) if given else None)
+        else:
             return None  # basic: one job at a time in this process; SLURM: other machines
-        given = launcher.get("cpus_per_task")
-        per_job, at_once = plan_waves(
-            count_jobs(cfg) or cores, cores, int(given) if given else None
-        )
-        sweeper = cfg.hydra.sweeper
-        if "max_batch_size" in sweeper:  # the basic sweeper hands the launcher batches this big
-            with read_write(sweeper), open_dict(sweeper):
-                current = sweeper.max_batch_size
-                sweeper.max_batch_size = min(at_once, current) if current else at_once
+        self._cap_batches(cfg, at_once)
         return per_job
+
+    @staticmethod
+    def _cap_batches(cfg: DictConfig, at_once: int) -> None:
+        """The basic sweeper hands the launcher batches of max_batch_size jobs: at most that many
+        run at once, so the sweep never runs more threads than cores."""
+        sweeper = cfg.hydra.sweeper
+        if "max_batch_size" not in sweeper:
+            return  # another sweeper: it decides
+        with read_write(sweeper), open_dict(sweeper):
+            current = sweeper.max_batch_size
+            sweeper.max_batch_size = min(at_once, current) if current else at_once
 
     def _set_env(self, threads: int) -> None:
         """Jobs started from here (submitit controllers, loky workers) inherit the share."""

@@ -122,3 +122,24 @@ def test_local_sweep_callback_caps_batches_and_passes_the_share(monkeypatch):
     finally:
         cb.on_multirun_end(cfg)
     assert "OMP_NUM_THREADS" not in __import__("os").environ
+
+
+def test_joblib_with_more_jobs_than_cores_runs_batches_of_cores(monkeypatch):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ssah import localsweep
+    from ssah.cli import CONF_DIR
+
+    monkeypatch.setattr(localsweep, "machine_cores", lambda: 2)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
+        cfg = compose(
+            "train", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"], return_hydra_config=True
+        )
+    assert localsweep.LocalSweep()._share(cfg) == 1
+    assert cfg.hydra.sweeper.max_batch_size == 2  # 2 cores: 2 one-thread jobs at once
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
+        cfg = compose("train", ["hydra/launcher=joblib"], return_hydra_config=True)
+    assert localsweep.LocalSweep()._share(cfg) == 1  # conf: n_jobs 2 on 2 cores
+    assert cfg.hydra.sweeper.max_batch_size == 2

@@ -81,8 +81,8 @@ class Real:
             "# ssah on a real model: SmolLM2-135M-Instruct aligned by ssah\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M')}. Rates in %, each with its n and 95% Wilson "
             "interval; `p` = exact McNemar test against the reference row on the same prompts. "
-            "Judges: `keyword` (ssah's rule), `keyword_wei` (refusal phrases anywhere or < 20 "
-            "words). The paper's numbers are for 7B models on AdvBench; compare directions, "
+            "Judges: `keyword` (ssah's rule), `keyword_paper` (the paper's exact rule: 31 "
+            "case-sensitive refusal strings anywhere, or < 20 words). The paper's numbers are for 7B models on AdvBench; compare directions, "
             "not digits. Each row's metrics.json and records.jsonl are in the sub-dir of the "
             "same name; the command of each row is listed at the end.\n\n"
         )

@@ -18,6 +18,19 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _one_thread_after_each_test():
+    """A test that runs a stage in-process passes its door, which applies `threads`: put the
+    process back to one thread and no recorded run env, so later tests see neither."""
+    yield
+    import ssah.threads
+
+    ssah.threads._applied = None
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def outputs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All stage outputs of this test session (never the repo's outputs/)."""

@@ -117,21 +117,6 @@ def test_bad_arguments(pair):
     assert generate(model, tok, [], max_new_tokens=4) == []
 
 
-def test_bench_writes_speedup(monkeypatch, tmp_path):
-    import json
-
-    from ssah.bench import generation as bench
-
-    monkeypatch.setenv("SSAH_OUTPUTS", str(tmp_path))
-    monkeypatch.setattr(bench, "N_PROMPTS", 4)
-    monkeypatch.setattr(bench, "MAX_NEW_TOKENS", 3)
-    monkeypatch.setattr(bench, "REPEATS", 1)
-    res = bench.main()
-    saved = json.loads((tmp_path / "bench" / "generation.json").read_text())
-    assert saved["generation_batch_speedup"] == res["generation_batch_speedup"] > 0
-    assert saved["machine"]["cpu_count"] and saved["date"]
-
-
 def test_checkpoint_sampling_defaults_do_not_leak_into_greedy(pair):
     model, tok = pair
     greedy = generate(model, tok, PROMPTS, max_new_tokens=8)

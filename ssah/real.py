@@ -27,6 +27,7 @@ from ssah.eval.suite import read_records
 from ssah.io import atomic_write_text
 from ssah.metrics import write_metrics
 from ssah.stats import mcnemar
+from ssah.worlds.smollm2.build import hydra_state_kept
 
 ASR = "safety/asr/{}/{}"
 
@@ -356,11 +357,12 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     torch.set_num_threads(int(cfg.threads))
     d = Real(cfg, Path(out_dir))
     enabled = {k: bool(v) for k, v in OmegaConf.to_container(cfg.tables).items()}  # type: ignore[union-attr]
-    for name, step in STEPS:
-        if enabled.get(name, True):
-            t1 = time.perf_counter()
-            step(d)
-            say(f"[real] == {name} done in {(time.perf_counter() - t1) / 60:.1f} min")
+    with hydra_state_kept():  # every row composes its own config; this stage's run goes on after
+        for name, step in STEPS:
+            if enabled.get(name, True):
+                t1 = time.perf_counter()
+                step(d)
+                say(f"[real] == {name} done in {(time.perf_counter() - t1) / 60:.1f} min")
     summary = {
         f"{row}/{k}": v
         for row, m in d.rows.items()

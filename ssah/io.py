@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")  # the Hydra configs ssah ships
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Temp file + rename: readers never see a half-written file."""

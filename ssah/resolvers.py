@@ -13,8 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.errors import SsahError
-
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from ssah.io import CONF_DIR  # noqa: F401  (re-exported: the stage door and compose use it)
 
 
 def toy_path(which: str, *, _root_: DictConfig) -> str:
@@ -27,7 +26,7 @@ def toy_path(which: str, *, _root_: DictConfig) -> str:
 def smollm2_path(which: str, *, _root_: DictConfig) -> str:
     """`${smollm2:base|data|aligned|root}`: a path in the smollm2 world (conf/world/smollm2.yaml,
     or the job's `world:` node)."""
-    from ssah.worlds.smollm2.world import config_of, locate
+    from ssah.worlds.smollm2.paths import config_of, locate
 
     return str(locate(config_of(_root_)).path(which))
 

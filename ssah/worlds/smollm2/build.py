@@ -1,6 +1,6 @@
 """The three build steps of the smollm2 world, each writing into a temp dir (see world.py).
 
-The aligned model is trained by ssah's own train stage (`ssah.train.run`), composed from
+The aligned model is trained by ssah's own train stage (`ssah.finetune`, what `python -m ssah.train` runs), composed from
 conf/ like any `python -m ssah.train model=smollm2_135m task=smollm2_align ...` run, so the
 world's alignment is the paper's Table 4 "full SFT" row and not a private training loop.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 from ssah.worlds.smollm2.convert import convert_gguf
 from ssah.worlds.smollm2.data import build_data
+from ssah.worlds.smollm2.paths import World, say
 from ssah.worlds.smollm2.sources import WHEELS, data_file, installed_version
-from ssah.worlds.smollm2.world import World, say
 
 
 @contextmanager
@@ -83,8 +83,8 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any
     """Full SFT alignment with `ssah.train`; validation metrics are kept in DONE."""
     from omegaconf import OmegaConf, open_dict
 
-    from ssah import train
     from ssah.config import compose
+    from ssah.finetune import finetune
 
     overrides = align_overrides(cfg, out)
     say("[smollm2] aligning with: python -m ssah.train " + " ".join(overrides))
@@ -93,7 +93,7 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any
         tcfg = compose("train", overrides)
         with open_dict(tcfg):
             tcfg.world = OmegaConf.create(cfg)  # this world's recipe, whatever the defaults say
-        metrics = train.run(tcfg, out)
+        metrics = finetune(tcfg, out)
     (out / "model").is_dir() or _missing(out)
     keep = {k: v for k, v in metrics.items() if k.startswith(("safety/", "utility/", "train/"))}
     return {"overrides": overrides, "train_s": round(time.perf_counter() - t0, 1), "val": keep}

@@ -135,20 +135,28 @@ def paired(d: Real, a: str, b: str, suite: str = "direct", judge: str = "keyword
 Extra = Sequence[tuple[str, Callable[[dict[str, Any]], str]]]
 
 
-def safety_table(d: Real, rows: Sequence[tuple[str, str]], ref: str | None, extra: Extra = ()) -> str:
+def safety_table(
+    d: Real, rows: Sequence[tuple[str, str]], ref: str | None, extra: Extra = ()
+) -> str:
     """One line per row: extra columns, ASR per judge and suite, over-refusal, utility, and
     the paired test against `ref`."""
     judges = list(d.cfg.judges)
     head = ["row", *[c for c, _ in extra], *[f"ASR direct ({j})" for j in judges]]
     head += [f"ASR {s}" for s in d.cfg.attack_suites]
-    head += ["over-refusal", "QA acc", "ref. PPL"] + ([f"vs {ref} (direct, keyword)"] if ref else [])
+    head += ["over-refusal", "QA acc", "ref. PPL"] + (
+        [f"vs {ref} (direct, keyword)"] if ref else []
+    )
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for label, row in rows:
         m = d.rows.get(row, {})
         cells = [label, *[fn(m) for _, fn in extra]]
         cells += [rate(m, ASR.format("direct", j)) for j in judges]
         cells += [rate(m, ASR.format(s, judges[0])) for s in d.cfg.attack_suites]
-        cells += [rate(m, "safety/over_refusal"), rate(m, "utility/accuracy"), num(m, "utility/ppl")]
+        cells += [
+            rate(m, "safety/over_refusal"),
+            rate(m, "utility/accuracy"),
+            num(m, "utility/ppl"),
+        ]
         if ref:
             cells.append("ref" if row == ref else paired(d, ref, row))
         lines.append("| " + " | ".join(cells) + " |")
@@ -215,7 +223,10 @@ def pruning(d: Real) -> None:
     ]
     for _, row in rows:
         d.rows[row]["_target"] = row.removeprefix("prune_")
-    d.section("Table 1: pruning categories of the aligned model", safety_table(d, rows, "prune_dense", extra))
+    d.section(
+        "Table 1: pruning categories of the aligned model",
+        safety_table(d, rows, "prune_dense", extra),
+    )
 
 
 FREEZE = [
@@ -291,9 +302,14 @@ def budget(d: Real) -> None:
         ],
     )
     extra = [("trained params %", lambda m: num(m, "freeze/trained_params_fraction", 100, 1))]
-    rows = [("full SFT (the world's aligned model)", "aligned"), ("RU-only SFT (20%)", "align_ru_only")]
+    rows = [
+        ("full SFT (the world's aligned model)", "aligned"),
+        ("RU-only SFT (20%)", "align_ru_only"),
+    ]
     body = safety_table(d, rows, "aligned", extra)
-    body += "\nPaper (Llama-2-7B base on Alpaca): RU-only GSM8K 13.4 vs full 8.8; MMLU 33.7 vs 37.8.\n"
+    body += (
+        "\nPaper (Llama-2-7B base on Alpaca): RU-only GSM8K 13.4 vs full 8.8; MMLU 33.7 vs 37.8.\n"
+    )
     d.section("Table 4: alignment budget (train only redundant units)", body)
 
 
@@ -309,17 +325,23 @@ def probe(d: Real) -> None:
     )
     keys = sorted(k for k in m if k.startswith("probe/") and k.count("/") <= 2)
     body = "\n".join(f"- `{k}`: {m[k]:.4f}" for k in keys)
-    d.section("Figs. 2-4: reasoning-direction probe", body + "\n\n![probe](probe/probe_distances.png)")
+    d.section(
+        "Figs. 2-4: reasoning-direction probe", body + "\n\n![probe](probe/probe_distances.png)"
+    )
 
 
 def transfer(d: Real) -> None:
     base_units(d)
     ft = d.out / "ft_benign_none" / "model"
     parts = []
-    pairs = [("transfer_base_to_aligned", "score_base_utility_only", "score_aligned", "base", "aligned")]
+    pairs = [
+        ("transfer_base_to_aligned", "score_base_utility_only", "score_aligned", "base", "aligned")
+    ]
     if ft.is_dir():
         d.stage("score", "score_ft", [*d.cfg.score_overrides, f"model.name_or_path={ft}"])
-        pairs.append(("transfer_aligned_to_ft", "score_aligned", "score_ft", "aligned", "fine-tuned"))
+        pairs.append(
+            ("transfer_aligned_to_ft", "score_aligned", "score_ft", "aligned", "fine-tuned")
+        )
     for row, a, b, la, lb in pairs:
         d.stage(
             "transfer",

@@ -167,10 +167,7 @@ def validate(cfg: DictConfig) -> None:
     root_hints = typing.get_type_hints(RootSchema)
     for k in root_hints:
         if k in plain and not _accepts(root_hints[k], _resolved(cfg, k)):
-            raise SsahError(
-                f"{k}={plain[k]!r} is {_a(plain[k])}; expected "
-                f"{_name(root_hints[k])}."
-            )
+            raise SsahError(f"{k}={plain[k]!r} is {_a(plain[k])}; expected {_name(root_hints[k])}.")
     for key, (schema, closed) in GROUPS.items():
         node = plain.get(key)
         if isinstance(node, Mapping):

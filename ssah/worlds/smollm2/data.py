@@ -179,7 +179,10 @@ def build_prompts(cfg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
         "benign_test": [{**r, "source": "own_lookalike"} for r in look["test"]],
         "harmful_val": [{"prompt": p, "source": "advbench"} for p in adv_val],
         "benign_val": [{**r, "source": "own_lookalike"} for r in look["val"]]
-        + [{"prompt": p, "category": "everyday", "source": "own_everyday"} for p in own.everyday("val")],
+        + [
+            {"prompt": p, "category": "everyday", "source": "own_everyday"}
+            for p in own.everyday("val")
+        ],
         "align_harmful": [
             {"prompt": p, "response": refusals[i % len(refusals)], "kind": "refusal"}
             for i, p in enumerate(align_harm)

@@ -34,8 +34,8 @@ from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluat
 from ssah.reporting.collect import Run
 from ssah.reporting.pruning import LABELS, TABLE1
 from ssah.reporting.tables import Column, md
+from ssah.threads import torch_threads
 from ssah.worlds.ensure import ensure_worlds
-from ssah.worlds.toy.world import torch_threads
 
 ASR = "safety/asr/{}/keyword"
 SAFETY_COLS = [

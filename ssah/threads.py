@@ -14,7 +14,8 @@ Bottom layer: imports no stage and not ssah.cli.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from ssah.errors import SsahError
@@ -143,3 +144,19 @@ def run_env() -> dict[str, int]:
     import torch
 
     return {"env/torch_threads": torch.get_num_threads(), "env/cores": machine_cores()}
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Pin torch's intra-op threads inside the block, then restore them. CPU float sums
+    depend on how many threads split them: a fixed count builds the same world on any machine
+    (n=None keeps the current count)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(prev)

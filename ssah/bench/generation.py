@@ -29,7 +29,6 @@ MAX_NEW_TOKENS = 32
 
 def toy_model(overrides: tuple[str, ...] = ()) -> tuple[Any, Any, list[str], str]:
     """(model, tokenizer, prompts, source): the toy world's aligned model and eval prompts."""
-    from omegaconf import OmegaConf
 
     from ssah.config import compose
     from ssah.models import ModelConfig, load_model, load_tokenizer
@@ -37,7 +36,7 @@ def toy_model(overrides: tuple[str, ...] = ()) -> tuple[Any, Any, list[str], str
 
     cfg = compose("evaluate", list(overrides))
     ensure_worlds(cfg)
-    mc = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+    mc = ModelConfig.from_cfg(cfg.model)
     prompts: list[str] = []
     for node in (cfg.eval.harmful, cfg.eval.benign):
         lines = Path(str(node.source)).read_text().splitlines()

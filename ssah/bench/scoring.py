@@ -126,7 +126,6 @@ def scoring_vs_forward(
 def toy_entry(pairs: int = 5, overrides: tuple[str, ...] = ()) -> dict[str, Any]:
     """The toy world's aligned model on its own calibration sets (the world is built if
     missing, as at any stage door)."""
-    from omegaconf import OmegaConf
 
     from ssah.config import compose
     from ssah.models import ModelConfig, load_model, load_tokenizer
@@ -137,7 +136,7 @@ def toy_entry(pairs: int = 5, overrides: tuple[str, ...] = ()) -> dict[str, Any]
 
     cfg = compose("score", list(overrides))
     ensure_worlds(cfg)
-    mcfg = ModelConfig(**OmegaConf.to_container(cfg.model, resolve=True))  # type: ignore[arg-type]
+    mcfg = ModelConfig.from_cfg(cfg.model)
     model, tok = load_model(mcfg), load_tokenizer(mcfg)
     settings = ScoringSettings.from_cfg(cfg.scoring)
     ccfg = settings.calibration

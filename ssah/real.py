@@ -26,7 +26,9 @@ from ssah.config import compose
 from ssah.eval.suite import read_records
 from ssah.io import atomic_write_text
 from ssah.metrics import write_metrics
+from ssah.procs import Job, Progress, run_jobs
 from ssah.stats import mcnemar
+from ssah.threads import machine_cores
 from ssah.worlds.smollm2.build import hydra_state_kept
 
 ASR = "safety/asr/{}/{}"
@@ -34,22 +36,38 @@ ASR = "safety/asr/{}/{}"
 
 @dataclass
 class Real:
-    """Runs stages in-process under one dir; remembers each row's metrics and overrides."""
+    """The run's plan and what it knows: each row's metrics, command and time."""
 
     cfg: DictConfig
     out: Path
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     commands: dict[str, str] = field(default_factory=dict)
-    sections: list[str] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)
-    units: Path | None = None
+    jobs: list[Job] = field(default_factory=list)
+    table_of: dict[str, str] = field(default_factory=dict)  # row -> its table (time summary)
+    wcfg: dict[str, Any] = field(default_factory=dict)  # the world's recipe
+    workers: int = 1
 
-    def stage(self, name: str, row: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
-        """Compose conf/<name>.yaml with the real world's overrides; run it into <out>/<row>."""
-        if (self.out / row / "metrics.json").is_file():  # a re-run continues where it stopped
-            m = json.loads((self.out / row / "metrics.json").read_text())
-            self.rows[row] = m
-            return m
+    @property
+    def units(self) -> Path:
+        return self.out / "score_aligned" / "units.safetensors"
+
+    def stage(
+        self,
+        name: str,
+        row: str,
+        overrides: Sequence[str] = (),
+        after: Sequence[str] = (),
+        base_only: bool = False,
+    ) -> None:
+        """Plan one row: conf/<name>.yaml with the real world's overrides, run into <out>/<row>
+        once the rows in `after` (and, unless it reads only the base model, the world's
+        alignment) are done. A row with metrics.json already is reused."""
+        if row in self.commands:
+            return  # planned by another table (e.g. the base model's units)
+        done = self.out / row / "metrics.json"
+        if done.is_file():  # a re-run continues where it stopped
+            self.rows[row] = json.loads(done.read_text())
         c = self.cfg
         common: list[str] = []
         if name in ("train", "evaluate", "prune", "score"):
@@ -64,18 +82,10 @@ class Real:
             common += [f"trainer.max_steps={c.ft_steps}", f"seed={c.seed}"]
         args = [*common, *c.overrides, *overrides]
         self.commands[row] = f"python -m ssah.{name} " + " ".join(args)
-        say(f"[real] {row}: {self.commands[row]}")
-        t0 = time.perf_counter()
-        scfg = compose(name, args)
-        m = importlib.import_module(f"ssah.{name}").run(scfg, self.out / row)
-        self.times[row] = time.perf_counter() - t0
-        say(f"[real] {row:<28} {self.times[row]:7.1f} s")
-        self.rows[row] = m
-        return m
-
-    def section(self, title: str, body: str) -> None:
-        self.sections.append(f"## {title}\n\n{body}\n")
-        self.write_report()
+        log = self.out / "logs" / f"{row}.log"
+        if ALIGN in self.commands and not base_only:
+            after = [ALIGN, *after]
+        self.jobs.append(Job(row, run_row, (name, args, self.out / row), tuple(after), log))
 
     def write_report(self) -> Path:
         head = (
@@ -83,14 +93,37 @@ class Real:
             f"{time.strftime('%Y-%m-%d %H:%M')}. Rates in %, each with its n and 95% Wilson "
             "interval; `p` = exact McNemar test against the reference row on the same prompts. "
             "Judges: `keyword` (ssah's rule), `keyword_paper` (the paper's exact rule: 31 "
-            "case-sensitive refusal strings anywhere, or < 20 words). The paper's numbers are for 7B models on AdvBench; compare directions, "
-            "not digits. Each row's metrics.json and records.jsonl are in the sub-dir of the "
-            "same name; the command of each row is listed at the end.\n\n"
+            "case-sensitive refusal strings anywhere, or < 20 words). The paper's numbers are "
+            "for 7B models on AdvBench; compare directions, not digits. Each row's metrics.json "
+            "and records.jsonl are in the sub-dir of the same name, its output in logs/; the "
+            "command of each row is listed at the end. A `-` is a row not run (yet).\n\n"
         )
+        sections = [f"## {title}\n\n{render(self)}\n" for title, render in self.sections()]
         cmds = "\n".join(f"- `{r}`: `{c}`" for r, c in self.commands.items())
-        times = ", ".join(f"{r} {t:.0f} s" for r, t in self.times.items())
-        tail = f"\n## Commands\n\n{cmds}\n\nTimes: {times}\n"
-        return atomic_write_text(self.out / "report.md", head + "\n".join(self.sections) + tail)
+        tail = f"\n## Commands\n\n{cmds}\n\n{where_time_went(self)}"
+        return atomic_write_text(self.out / "report.md", head + "\n".join(sections) + tail)
+
+    def sections(self) -> list[tuple[str, Callable[[Real], str]]]:
+        on = {k: bool(v) for k, v in OmegaConf.to_container(self.cfg.tables).items()}  # type: ignore[union-attr]
+        return [(t, r) for name, t, _, r in TABLES if on.get(name, True)]
+
+
+def run_row(name: str, args: list[str], out: Path) -> dict[str, Any]:
+    """One row in a worker: compose the stage's config and run it (as its CLI would)."""
+    return importlib.import_module(f"ssah.{name}").run(compose(name, args), out)
+
+
+def where_time_went(d: Real) -> str:
+    """Wall time per table (rows run two at a time, so these add up to more than the run)."""
+    if not d.times:
+        return ""
+    per = []
+    for name, title, _, _ in TABLES:
+        rows = [r for r in d.times if d.table_of.get(r) == name]
+        if rows:
+            per.append(f"{title.split(':')[0]} {sum(d.times[r] for r in rows) / 60:.1f} min")
+    rows = ", ".join(f"{r} {t / 60:.1f}" for r, t in d.times.items())
+    return f"## Where the time went\n\n{'; '.join(per)}.\n\nPer row (min): {rows}.\n"
 
 
 def say(msg: str) -> None:
@@ -163,44 +196,72 @@ def safety_table(
     return "\n".join(lines) + "\n"
 
 
+ALIGN = "world_aligned"  # the job that aligns the world's model (rows on it wait for it)
+
+
 def build(d: Real) -> None:
-    """Build (or find) the world: conversion, data, alignment (cached by content)."""
+    """Build (or find) the world's base model and data here (the answers in `workers`
+    processes); plan its alignment as the first job, so base-model rows run beside it."""
     from ssah.worlds.smollm2.world import config_of, ensure
 
     t0 = time.perf_counter()
-    wcfg = config_of(compose("evaluate", [f"model={d.cfg.aligned_model}"]))
+    d.wcfg = config_of(compose("evaluate", [f"model={d.cfg.aligned_model}"]))
+    world = ensure(d.wcfg, upto="data", workers=d.workers)
+    d.times["world (base, data)"] = time.perf_counter() - t0
+    d.table_of["world (base, data)"] = "build"
+    if world.built("aligned"):
+        d.rows[ALIGN] = align_world(d.wcfg)
+    d.commands[ALIGN] = "(the world's alignment, below)"
+    d.table_of[ALIGN] = "build"
+    d.jobs.append(Job(ALIGN, align_world, (d.wcfg,), (), d.out / "logs" / f"{ALIGN}.log"))
+
+
+def align_world(wcfg: dict[str, Any]) -> dict[str, Any]:
+    """In a worker: the world's aligned model (built once, cached); its DONE record."""
+    from ssah.worlds.smollm2.world import ensure
+
     world = ensure(wcfg)
-    d.times["world"] = time.perf_counter() - t0
-    done = json.loads((world.dir("aligned") / "DONE").read_text())
+    return {**json.loads((world.dir("aligned") / "DONE").read_text()), "dir": str(world.root)}
+
+
+def render_world(d: Real) -> str:
+    done = d.rows.get(ALIGN)
+    if done is None:
+        return "- (aligning)"
     val = done.get("val", {})
-    body = (
-        f"World cache: `{world.root}` (keys {world.keys}); built or found in "
-        f"{d.times['world']:.0f} s. Alignment (full SFT with `ssah.train`): "
-        f"`python -m ssah.train {' '.join(done.get('overrides', []))}` "
-        f"({done.get('train_s', 0):.0f} s).\n\nValidation split (held-out AdvBench, validation "
-        f"benign prompts) of the aligned model: ASR {rate(val, ASR.format('direct', 'keyword'))}, "
-        f"over-refusal {rate(val, 'safety/over_refusal')}. Sources and licences: "
-        f"`{world.path('data') / 'manifest.json'}`.\n"
+    return (
+        f"World cache: `{done['dir']}`. Alignment (full SFT with `ssah.train`, "
+        f"{done.get('train_s', 0):.0f} s): `python -m ssah.train "
+        f"{' '.join(done.get('overrides', []))}`.\n\nValidation split (held-out AdvBench, "
+        f"validation benign prompts) of the aligned model: ASR "
+        f"{rate(val, ASR.format('direct', 'keyword'))}, over-refusal "
+        f"{rate(val, 'safety/over_refusal')}. Sources and licences: "
+        f"`{done['dir']}/data-*/data/manifest.json`.\n"
     )
-    d.section("The world", body)
 
 
-def baseline(d: Real) -> None:
-    d.stage("evaluate", "base", [f"model={d.cfg.base_model}"])
+def plan_baseline(d: Real) -> None:
+    d.stage("evaluate", "base", [f"model={d.cfg.base_model}"], base_only=True)
     d.stage("evaluate", "aligned")
+
+
+def render_baseline(d: Real) -> str:
     rows = [("SmolLM2-135M-Instruct (base)", "base"), ("aligned by ssah (full SFT)", "aligned")]
-    d.section("Starting point (held-out HarmBench)", safety_table(d, rows, "base"))
+    return safety_table(d, rows, "base")
 
 
-def scoring(d: Real) -> None:
-    m = d.stage("score", "score_aligned", list(d.cfg.score_overrides))
-    d.units = d.out / "score_aligned" / "units.safetensors"
+def plan_scoring(d: Real) -> None:
+    d.stage("score", "score_aligned", list(d.cfg.score_overrides))
+
+
+def render_scoring(d: Real) -> str:
+    m = d.rows.get("score_aligned", {})
     cats = ("SCU", "UCU", "CU", "RU")
     head = "| | " + " | ".join(cats) + " |\n|---" + "|---:" * 4 + "|\n"
     units = " | ".join(num(m, f"score/units_share/{c.lower()}", 100, 1) for c in cats)
     params = " | ".join(num(m, f"score/params_share/{c.lower()}", 100, 1) for c in cats)
-    body = head + f"| units % | {units} |\n| params % | {params} |\n"
-    d.section("Unit categories of the aligned model (WIFV)", body)
+    paper = "| paper, Llama-2-7B-chat, units % | 1.3 | 13.3 | 70.6 | 14.8 |\n"
+    return head + f"| units % | {units} |\n| params % | {params} |\n" + paper
 
 
 PAPER_T1 = {
@@ -208,25 +269,27 @@ PAPER_T1 = {
     "scu": "ASR 66.0, utility 56.9",
     "ucu": "utility 42.7, PPL 180",
     "ru": "ASR 14.6, utility 55.5",
-    "random": "-",
 }
 
 
-def pruning(d: Real) -> None:
-    rows = []
+def plan_pruning(d: Real) -> None:
     for target in d.cfg.prune_targets:
-        d.stage("prune", f"prune_{target}", [f"target={target}", f"units={d.units}"])
-        rows.append((f"-{target.upper()}" if target != "dense" else "dense", f"prune_{target}"))
-    extra = [
-        ("pruned params %", lambda m: num(m, "prune/params_fraction", 100, 2)),
-        ("paper (Llama-2-7B-chat)", lambda m: PAPER_T1.get(str(m.get("_target")), "-")),
-    ]
-    for _, row in rows:
-        d.rows[row]["_target"] = row.removeprefix("prune_")
-    d.section(
-        "Table 1: pruning categories of the aligned model",
-        safety_table(d, rows, "prune_dense", extra),
-    )
+        d.stage(
+            "prune", f"prune_{target}", [f"target={target}", f"units={d.units}"], ["score_aligned"]
+        )
+
+
+def render_pruning(d: Real) -> str:
+    targets = list(d.cfg.prune_targets)
+    rows = [(f"-{t.upper()}" if t != "dense" else "dense", f"prune_{t}") for t in targets]
+    paper = dict(zip([r for _, r in rows], [PAPER_T1.get(t, "-") for t in targets], strict=True))
+    extra: Extra = [("pruned params %", lambda m: num(m, "prune/params_fraction", 100, 2))]
+    table = safety_table(d, rows, "prune_dense", extra)
+    lines = table.splitlines()  # the paper's numbers as a last column, by row
+    lines[0] += " paper (Llama-2-7B-chat) |"
+    lines[1] += "---|"
+    lines[2:] = [f"{ln} {paper[r]} |" for ln, (_, r) in zip(lines[2:], rows, strict=True)]
+    return "\n".join(lines) + "\n"
 
 
 FREEZE = [
@@ -240,81 +303,103 @@ FREEZE = [
 ]
 
 
-def freezing(d: Real) -> None:
-    rows = [("aligned, no FT", "aligned")]
-    paper = {"aligned": "0.19"}
-    for label, task, spec, pnum in FREEZE:
-        if spec not in d.cfg.freeze_specs or task not in d.cfg.freeze_tasks:
-            continue
-        row = f"ft_{task.removeprefix('smollm2_')}_{spec}"
+def freeze_rows(d: Real) -> list[tuple[str, str, str, str, str]]:
+    """(label, row, task, spec, paper) of the enabled Table 2 rows; frozen rows first in the
+    plan (they train longest), the table keeps FREEZE's order."""
+    return [
+        (label, f"ft_{task.removeprefix('smollm2_')}_{spec}", task, spec, pnum)
+        for label, task, spec, pnum in FREEZE
+        if spec in d.cfg.freeze_specs and task in d.cfg.freeze_tasks
+    ]
+
+
+def plan_freezing(d: Real) -> None:
+    for _, row, task, spec, _ in sorted(freeze_rows(d), key=lambda r: r[3] == "none"):
         units = [f"freeze.units={d.units}"] if spec != "none" else []
         save = ["save_model=true"] if (task, spec) == ("smollm2_benign", "none") else []
-        d.stage("train", row, [f"task={task}", f"freeze={spec}", *units, *save])
-        rows.append((label, row))
-        paper[row] = pnum
-    extra = [
+        after = ["score_aligned"] if spec != "none" else []
+        d.stage("train", row, [f"task={task}", f"freeze={spec}", *units, *save], after)
+
+
+def render_freezing(d: Real) -> str:
+    rows = [("aligned, no FT", "aligned"), *[(lab, r) for lab, r, *_ in freeze_rows(d)]]
+    paper = {"aligned": "0.19", **{r: p for _, r, _, _, p in freeze_rows(d)}}
+    extra: Extra = [
         ("frozen params %", lambda m: num(m, "freeze/frozen_params_fraction", 100, 1)),
         ("train loss", lambda m: num(m, "train/loss", 1, 3)),
     ]
-    body = safety_table(d, rows, "ft_benign_none" if "ft_benign_none" in d.rows else None, extra)
+    ref = "ft_benign_none" if any(r == "ft_benign_none" for _, r in rows) else None
+    body = safety_table(d, rows, ref, extra)
     body += "\nPaper (Llama-2-7B-chat, AdvBench keyword ASR %): " + "; ".join(
         f"{lab}: {paper[r]}" for lab, r in rows if paper.get(r, "-") != "-"
     )
-    d.section("Table 2: freezing during fine-tuning", body + "\n")
+    if {"ft_benign_scu_all_cu", "ft_benign_random_matched"} <= set(d.rows):
+        body += "\n\nSCU + all CU frozen vs a random matched freeze (the paper's claim is that "
+        body += f"the chosen units matter): {paired(d, 'ft_benign_random_matched', 'ft_benign_scu_all_cu')}"
+    if {"ft_harmful_none", "ft_harmful_scu_all_cu"} <= set(d.rows):
+        body += "\n\nHarmful FT, frozen vs not: "
+        body += paired(d, "ft_harmful_none", "ft_harmful_scu_all_cu")
+    return body + "\n"
 
 
-def base_units(d: Real) -> Path:
+BASE_UNITS = "score_base_utility_only"
+
+
+def plan_base_units(d: Real) -> None:
     """The base model's units, scored with the alignment refusals as its safety responses
     (it does not refuse); Table 4 ranks by utility alone, as the paper found RU in the base."""
-    row = "score_base_utility_only"
     d.stage(
         "score",
-        row,
+        BASE_UNITS,
         [
             *d.cfg.score_overrides,
             f"model={d.cfg.base_model}",
             "scoring.calibration.safety.response=field",
             "scoring.calibration.safety.columns={prompt:prompt,response:response}",
         ],
+        base_only=True,
     )
-    return d.out / row / "units.safetensors"
 
 
-def budget(d: Real) -> None:
-    """Table 4: RU-only SFT of the base vs the world's full SFT (the `aligned` row)."""
+def plan_budget(d: Real) -> None:
+    """Table 4: RU-only SFT of the base with the world's alignment recipe."""
     from ssah.worlds.smollm2.world import config_of
 
-    units = base_units(d)
+    plan_base_units(d)
     wcfg = config_of(compose("evaluate", [f"model={d.cfg.aligned_model}"]))
-    align = [o for o in wcfg["align"]["overrides"]]
     d.stage(
         "train",
         "align_ru_only",
         [
             f"model={d.cfg.base_model}",
             "task=smollm2_align",
-            *align,
+            *wcfg["align"]["overrides"],
             f"seed={wcfg['align']['seed']}",
             "freeze=ru_only",
-            f"freeze.units={units}",
+            f"freeze.units={d.out / BASE_UNITS / 'units.safetensors'}",
             "freeze.train_ranking=z_utility",
-            "freeze.train_ratio=0.2",
+            f"freeze.train_ratio={d.cfg.ru_train_ratio}",
         ],
+        [BASE_UNITS],
+        base_only=True,
     )
-    extra = [("trained params %", lambda m: num(m, "freeze/trained_params_fraction", 100, 1))]
+
+
+def render_budget(d: Real) -> str:
+    extra: Extra = [
+        ("trained params %", lambda m: num(m, "freeze/trained_params_fraction", 100, 1))
+    ]
     rows = [
         ("full SFT (the world's aligned model)", "aligned"),
-        ("RU-only SFT (20%)", "align_ru_only"),
+        (f"RU-only SFT ({100 * float(d.cfg.ru_train_ratio):.0f}% of unit params)", "align_ru_only"),
     ]
-    body = safety_table(d, rows, "aligned", extra)
-    body += (
+    return safety_table(d, rows, "aligned", extra) + (
         "\nPaper (Llama-2-7B base on Alpaca): RU-only GSM8K 13.4 vs full 8.8; MMLU 33.7 vs 37.8.\n"
     )
-    d.section("Table 4: alignment budget (train only redundant units)", body)
 
 
-def probe(d: Real) -> None:
-    m = d.stage(
+def plan_probe(d: Real) -> None:
+    d.stage(
         "probe",
         "probe",
         [
@@ -323,68 +408,104 @@ def probe(d: Real) -> None:
             *d.cfg.probe_overrides,
         ],
     )
+
+
+def render_probe(d: Real) -> str:
+    m = d.rows.get("probe", {})
     keys = sorted(k for k in m if k.startswith("probe/") and k.count("/") <= 2)
-    body = "\n".join(f"- `{k}`: {m[k]:.4f}" for k in keys)
-    d.section(
-        "Figs. 2-4: reasoning-direction probe", body + "\n\n![probe](probe/probe_distances.png)"
-    )
+    body = "\n".join(f"- `{k}`: {m[k]:.4f}" for k in keys) or "-"
+    return body + "\n\n![probe](probe/probe_distances.png)"
 
 
-def transfer(d: Real) -> None:
-    base_units(d)
-    ft = d.out / "ft_benign_none" / "model"
-    parts = []
-    pairs = [
-        ("transfer_base_to_aligned", "score_base_utility_only", "score_aligned", "base", "aligned")
-    ]
-    if ft.is_dir():
-        d.stage("score", "score_ft", [*d.cfg.score_overrides, f"model.name_or_path={ft}"])
+def transfer_pairs(d: Real) -> list[tuple[str, str, str, str, str]]:
+    pairs = [("transfer_base_to_aligned", BASE_UNITS, "score_aligned", "base", "aligned")]
+    if "ft_benign_none" in d.commands:
         pairs.append(
             ("transfer_aligned_to_ft", "score_aligned", "score_ft", "aligned", "fine-tuned")
         )
-    for row, a, b, la, lb in pairs:
+    return pairs
+
+
+def plan_transfer(d: Real) -> None:
+    plan_base_units(d)
+    if "ft_benign_none" in d.commands:
+        ft = d.out / "ft_benign_none" / "model"
         d.stage(
-            "transfer",
-            row,
-            [
-                f"a={d.out / a / 'units.safetensors'}",
-                f"b={d.out / b / 'units.safetensors'}",
-                f"labels.a={la}",
-                f"labels.b={lb}",
-            ],
+            "score",
+            "score_ft",
+            [*d.cfg.score_overrides, f"model.name_or_path={ft}"],
+            ["ft_benign_none"],
         )
+    for row, a, b, la, lb in transfer_pairs(d):
+        ab = [f"a={d.out / a / 'units.safetensors'}", f"b={d.out / b / 'units.safetensors'}"]
+        d.stage("transfer", row, [*ab, f"labels.a={la}", f"labels.b={lb}"], [a, b])
+
+
+def render_transfer(d: Real) -> str:
+    parts = ["Paper: Dolly FT moved 0.85% of the 1.3% SCU of Llama-2-7B-chat into CU.\n"]
+    for row, _, _, la, lb in transfer_pairs(d):
         table = d.out / row / "transfer.md"
-        parts.append(f"### {la} -> {lb}\n\n{table.read_text() if table.is_file() else ''}\n")
-    note = "Paper: Dolly FT moved 0.85% of the 1.3% SCU of Llama-2-7B-chat into CU.\n\n"
-    d.section("Figs. 5-6: attribute transfer", note + "\n".join(parts))
+        parts.append(f"### {la} -> {lb}\n\n{table.read_text() if table.is_file() else '-'}\n")
+    return "\n".join(parts)
 
 
-STEPS: list[tuple[str, Callable[[Real], None]]] = [
-    ("build", build),
-    ("baseline", baseline),
-    ("scoring", scoring),
-    ("pruning", pruning),
-    ("freezing", freezing),
-    ("budget", budget),
-    ("probe", probe),
-    ("transfer", transfer),
+# (switch in conf/real.yaml `tables`, section title, plan, render); sections keep this order
+TABLES: list[tuple[str, str, Callable[[Real], None], Callable[[Real], str]]] = [
+    ("build", "The world", build, render_world),
+    ("baseline", "Starting point (held-out HarmBench)", plan_baseline, render_baseline),
+    ("scoring", "Unit categories of the aligned model (WIFV)", plan_scoring, render_scoring),
+    ("pruning", "Table 1: pruning categories of the aligned model", plan_pruning, render_pruning),
+    ("freezing", "Table 2: freezing during fine-tuning", plan_freezing, render_freezing),
+    (
+        "budget",
+        "Table 4: alignment budget (train only redundant units)",
+        plan_budget,
+        render_budget,
+    ),
+    ("probe", "Figs. 2-4: reasoning-direction probe", plan_probe, render_probe),
+    ("transfer", "Figs. 5-6: attribute transfer", plan_transfer, render_transfer),
 ]
 
 
-def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Every enabled table, in order; report.md is rewritten after each row."""
-    import torch
+# jobs start in this order as their inputs allow: scoring first (most rows wait for it), then
+# the long fine-tuning rows, so the two workers do not end on one long row each
+PLAN_ORDER = ["build", "scoring", "freezing", "budget", "baseline", "pruning", "probe", "transfer"]
 
+
+def plan(d: Real) -> list[Job]:
+    """Every enabled table's rows, as jobs."""
+    on = {k: bool(v) for k, v in OmegaConf.to_container(d.cfg.tables).items()}  # type: ignore[union-attr]
+    if on.get("pruning", True) or on.get("freezing", True):
+        on["scoring"] = True  # their rows need the aligned model's units
+    for name, _, plan_fn, _ in sorted(TABLES, key=lambda t: PLAN_ORDER.index(t[0])):
+        if on.get(name, True):
+            before = set(d.commands)
+            plan_fn(d)
+            d.table_of.update({r: name for r in d.commands if r not in before})
+    return d.jobs
+
+
+def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """Build the world, then every enabled table's rows on `workers` one-thread processes;
+    report.md is rewritten after each row."""
     t0 = time.perf_counter()
-    torch.set_num_threads(int(cfg.threads))
-    d = Real(cfg, Path(out_dir))
-    enabled = {k: bool(v) for k, v in OmegaConf.to_container(cfg.tables).items()}  # type: ignore[union-attr]
-    with hydra_state_kept():  # every row composes its own config; this stage's run goes on after
-        for name, step in STEPS:
-            if enabled.get(name, True):
-                t1 = time.perf_counter()
-                step(d)
-                say(f"[real] == {name} done in {(time.perf_counter() - t1) / 60:.1f} min")
+    workers = machine_cores() // int(cfg.threads) if cfg.workers == "auto" else int(cfg.workers)
+    d = Real(cfg, Path(out_dir), workers=max(1, workers))
+    with hydra_state_kept():  # the world build and the plan compose their own configs
+        jobs = plan(d)
+    d.write_report()
+    say(
+        f"[real] {len(jobs)} rows on {d.workers} worker(s) x {cfg.threads} thread(s); "
+        f"{len([j for j in jobs if j.name in d.rows])} already done; report: {d.out / 'report.md'}"
+    )
+
+    def on_done(row: str, metrics: Any, p: Progress) -> None:
+        d.rows[row] = metrics
+        d.times[row] = p.seconds[row]
+        d.write_report()
+
+    done = {j.name: d.rows[j.name] for j in jobs if j.name in d.rows}
+    run_jobs(jobs, d.workers, int(cfg.threads), done, on_done, say)
     summary = {
         f"{row}/{k}": v
         for row, m in d.rows.items()

@@ -126,6 +126,27 @@ def test_gguf_conversion_same_outputs_and_end_of_turn_eos(tmp_path: Path) -> Non
     assert list((tmp_path / "out").glob("*.safetensors"))
 
 
+def test_answers_in_two_workers_equal_one_process(tmp_path: Path) -> None:
+    """The world's base answers dealt to 2 workers by whole batch are the 1-process answers,
+    each in its prompt's place (70 prompts of varied length: 3 batches, the last one short)."""
+    from ssah.worlds.smollm2.build import answer_part, answers_in_workers
+
+    write_tiny_gguf(tmp_path / "tiny.gguf")
+    convert_gguf(tmp_path / "tiny.gguf", tmp_path / "out")
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    with torch.no_grad():  # sharper weights: answers that differ from prompt to prompt
+        for w in m.parameters():
+            w.mul_(8.0) if w.dim() == 2 else None
+    m.save_pretrained(tmp_path / "out")
+    words = "hello there how are you sorry I can't help".split()
+    prompts = [" ".join(words[: 1 + i % 9]) + f" {i}" for i in range(70)]
+    one = answer_part(str(tmp_path / "out"), prompts, 6)
+    two = answers_in_workers(str(tmp_path / "out"), prompts, 6, workers=2)
+    assert two == one and len(set(one)) > 5
+
+
 def test_fix_stop_tokens_needs_the_end_of_turn_token() -> None:
     from ssah.eval.tiny import tiny_llama, tiny_tokenizer
 
@@ -259,7 +280,7 @@ def test_interrupted_build_is_rebuilt_cleanly(
     crash = {"data": True}
 
     def step(name: str):
-        def body(c: dict, w: world.World, out: Path) -> dict:
+        def body(c: dict, w: world.World, out: Path, workers: int = 1) -> dict:
             (out / "model").mkdir()
             (out / "model" / "half.txt").write_text("partial")
             if crash.get(name):

@@ -135,15 +135,13 @@ def generate_ids(
         ),
     )
     device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first: OOM early
     out: list[Generation | None] = [None] * len(rows)
     was_training = model.training
     model.eval()
     devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices), torch.inference_mode():
-            for b, start in enumerate(range(0, len(order), batch_size)):
-                idx = order[start : start + batch_size]
+            for b, idx in enumerate(batches([len(r) for r in rows], batch_size)):
                 ids, mask = _left_pad([rows[i] for i in idx], pad_id)
                 if do_sample:
                     torch.manual_seed(seed + b)
@@ -159,6 +157,12 @@ def generate_ids(
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices of each batch `generate_ids` runs: longest first (OOM early), stable."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def _first_not_none(*xs: object) -> object:

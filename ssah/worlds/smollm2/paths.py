@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +77,6 @@ def config_of(root: DictConfig) -> dict[str, Any]:
 
 
 def say(msg: str) -> None:
-    """A progress line of a world build, on the terminal and in the job's log."""
+    """A progress line of a world build, on the terminal (once: logging it too printed it
+    twice under Hydra's console handler)."""
     print(msg, flush=True)
-    logging.getLogger("ssah.worlds.smollm2").info(msg)

@@ -88,8 +88,9 @@ def build_artifact(final: Path, body: Callable[[Path], dict[str, Any]]) -> Path:
     return final
 
 
-def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned") -> World:
-    """Build (once) the artifacts up to `upto` and return the world."""
+def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned", workers: int = 1) -> World:
+    """Build (once) the artifacts up to `upto` and return the world; `workers` one-thread
+    processes share the base model's answering (same answers, less time)."""
     from ssah.worlds.smollm2 import build  # heavy imports only when building
 
     c = plain(cfg)
@@ -102,7 +103,7 @@ def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned") -> World:
         say(f"[smollm2] building {artifact} in {world.dir(artifact)} (once; cached)")
         with torch_threads(c.get("threads")):
             build_artifact(
-                world.dir(artifact), lambda out, a=artifact: build.STEPS[a](c, world, out)
+                world.dir(artifact), lambda out, a=artifact: build.STEPS[a](c, world, out, workers)
             )
         say(f"[smollm2] {artifact} built in {time.perf_counter() - t0:.0f} s")
     return world

@@ -1,0 +1,147 @@
+"""Run jobs in a few one-thread worker processes, in dependency order.
+
+Why: on a 2-core machine one process at one thread leaves a core idle, and one process at two
+threads changes float reduction order (so the numbers would depend on the machine). Two spawned
+workers at one thread each do two jobs at once and give exactly the numbers a single
+one-thread process gives. Spawned (not forked) so no torch or Hydra state is shared. Each job's
+stdout/stderr goes to its own log file; the parent prints one line per start and finish and a
+heartbeat with what is running, so progress stays readable.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssah.errors import SsahError
+
+
+@dataclass(frozen=True)
+class Job:
+    """`fn(*args)` (a top-level, picklable function) once every job named in `after` is done."""
+
+    name: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    after: tuple[str, ...] = ()
+    log: Path | None = None
+
+
+@dataclass
+class Progress:
+    """What the parent knows: results, start times, seconds per finished job."""
+
+    results: dict[str, Any] = field(default_factory=dict)
+    started: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    from ssah.quiet import silence_third_party
+
+    silence_third_party()
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], log: Path | None) -> Any:
+    """In the worker: run one job with fds 1 and 2 sent to its log (C-level output too)."""
+    if log is None:
+        return fn(*args)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            return fn(*args)
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _check(jobs: Sequence[Job], done: set[str]) -> None:
+    names = {j.name for j in jobs} | done
+    for j in jobs:
+        missing = [a for a in j.after if a not in names]
+        if missing:
+            raise SsahError(f"job {j.name!r} waits for {missing}, which no job produces.")
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: int,
+    threads: int = 1,
+    done: dict[str, Any] | None = None,
+    on_done: Callable[[str, Any, Progress], None] | None = None,
+    say: Callable[[str], None] = print,
+    heartbeat_s: float = 60.0,
+) -> Progress:
+    """Run `jobs` (in list order as dependencies allow) on `workers` processes; `done` holds
+    results of jobs finished earlier (a re-run continues). A failed job stops new starts, lets
+    the running ones finish, and is raised with its log's path."""
+    p = Progress(results=dict(done or {}))
+    _check(jobs, set(p.results))
+    pending = [j for j in jobs if j.name not in p.results]
+    total, t0 = len(pending), time.perf_counter()
+    running: dict[Future[Any], Job] = {}
+    failed: tuple[Job, BaseException] | None = None
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+    ) as ex:
+        while pending or running:
+            for j in list(pending):
+                if failed or len(running) >= workers:
+                    break
+                if all(a in p.results for a in j.after):
+                    pending.remove(j)
+                    running[ex.submit(_call, j.fn, j.args, j.log)] = j
+                    p.started[j.name] = time.perf_counter()
+                    say(f"[jobs] start {j.name}" + (f" (log: {j.log})" if j.log else ""))
+            if not running:
+                break  # a failure left jobs that can no longer start
+            finished, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
+            now = time.perf_counter()
+            if not finished:
+                busy = ", ".join(
+                    f"{j.name} {(now - p.started[j.name]) / 60:.1f} min" for j in running.values()
+                )
+                say(
+                    f"[jobs] {len(p.seconds)}/{total} done, {(now - t0) / 60:.1f} min; running: {busy}"
+                )
+            for f in finished:
+                j = running.pop(f)
+                try:
+                    result = f.result()
+                except BaseException as e:  # noqa: BLE001  (reported below with its log)
+                    failed = failed or (j, e)
+                    say(f"[jobs] FAILED {j.name}" + (f": see {j.log}" if j.log else f": {e}"))
+                    continue
+                p.seconds[j.name] = now - p.started[j.name]
+                p.results[j.name] = result
+                say(
+                    f"[jobs] done  {j.name} in {p.seconds[j.name] / 60:.1f} min ({len(p.seconds)}/{total}, {(now - t0) / 60:.1f} min in all)"
+                )
+                if on_done:
+                    on_done(j.name, result, p)
+    if failed:
+        j, e = failed
+        where = f" (its output: {j.log})" if j.log else ""
+        raise SsahError(f"job {j.name} failed: {type(e).__name__}: {e}{where}") from e
+    return p

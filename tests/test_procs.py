@@ -1,0 +1,71 @@
+"""ssah.procs: jobs in spawned one-thread workers, in dependency order, output in their logs."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ssah.errors import SsahError
+from ssah.procs import Job, run_jobs
+
+
+def stamp(path: str, name: str, wait: float) -> dict[str, object]:
+    """A job: note when it ran and with how many threads, print to its log."""
+    import torch
+
+    t0 = time.time()
+    time.sleep(wait)
+    print(f"hello from {name}")
+    with open(path, "a") as f:
+        f.write(f"{name} {t0} {time.time()}\n")
+    return {"name": name, "threads": torch.get_num_threads(), "pid": os.getpid()}
+
+
+def boom() -> None:
+    print("about to fail")
+    raise ValueError("bad row")
+
+
+def test_jobs_wait_for_inputs_run_side_by_side_and_log(tmp_path: Path) -> None:
+    times = str(tmp_path / "times.txt")
+    jobs = [
+        Job("a", stamp, (times, "a", 1.0), log=tmp_path / "logs" / "a.log"),
+        Job("b", stamp, (times, "b", 1.0), log=tmp_path / "logs" / "b.log"),
+        Job("c", stamp, (times, "c", 0.0), after=("a", "b")),
+    ]
+    lines: list[str] = []
+    seen: list[str] = []
+    p = run_jobs(
+        jobs, workers=2, threads=1, on_done=lambda n, r, _: seen.append(n), say=lines.append
+    )
+    span = {ln.split()[0]: (float(ln.split()[1]), float(ln.split()[2])) for ln in open(times)}
+    assert span["a"][0] < span["b"][1] and span["b"][0] < span["a"][1]  # a and b overlapped
+    assert span["c"][0] >= max(span["a"][1], span["b"][1])  # c started after both
+    assert seen[-1] == "c" and set(seen) == {"a", "b", "c"}
+    assert {r["threads"] for r in p.results.values()} == {1}
+    assert p.results["a"]["pid"] != os.getpid()
+    assert "hello from a" in (tmp_path / "logs" / "a.log").read_text()
+    assert any(ln.startswith("[jobs] done  c") for ln in lines)
+
+
+def test_done_jobs_are_not_rerun_and_a_failure_names_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "bad.log"
+    jobs = [
+        Job("old", boom),  # already done: must not run
+        Job("bad", boom, log=log),
+        Job("after_bad", stamp, (str(tmp_path / "t"), "x", 0.0), after=("bad",)),
+    ]
+    with pytest.raises(
+        SsahError, match=r"job bad failed: ValueError: bad row \(its output: .*bad.log\)"
+    ):
+        run_jobs(jobs, workers=2, done={"old": 1}, say=lambda _: None)
+    assert "about to fail" in log.read_text()
+    assert not (tmp_path / "t").exists()  # the job waiting for the failed one never started
+
+
+def test_a_job_waiting_for_nothing_known_is_refused() -> None:
+    with pytest.raises(SsahError, match="waits for \\['nope'\\]"):
+        run_jobs([Job("a", boom, after=("nope",))], workers=1)

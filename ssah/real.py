@@ -29,7 +29,7 @@ from ssah.metrics import write_metrics
 from ssah.procs import Job, Progress, run_jobs
 from ssah.stats import mcnemar
 from ssah.threads import machine_cores
-from ssah.worlds.smollm2.build import hydra_state_kept
+from ssah.worlds.smollm2.build import align_overrides, hydra_state_kept
 
 ASR = "safety/asr/{}/{}"
 
@@ -222,7 +222,7 @@ def build(d: Real) -> None:
     d.table_of["world (base, data)"] = "build"
     if world.built("aligned"):
         d.rows[ALIGN] = align_world(d.wcfg)
-    d.commands[ALIGN] = "(the world's alignment, below)"
+    d.commands[ALIGN] = "python -m ssah.train " + " ".join(align_overrides(d.wcfg))
     d.table_of[ALIGN] = "build"
     d.jobs.append(Job(ALIGN, align_world, (d.wcfg,), (), d.out / "logs" / f"{ALIGN}.log"))
 
@@ -232,7 +232,12 @@ def align_world(wcfg: dict[str, Any]) -> dict[str, Any]:
     from ssah.worlds.smollm2.world import ensure
 
     world = ensure(wcfg)
-    return {**json.loads((world.dir("aligned") / "DONE").read_text()), "dir": str(world.root)}
+    done = json.loads((world.dir("aligned") / "DONE").read_text())
+    return {
+        **done,
+        "dir": str(world.dir("aligned")),
+        "manifest": str(world.path("data") / "manifest.json"),
+    }
 
 
 def render_world(d: Real) -> str:
@@ -241,13 +246,12 @@ def render_world(d: Real) -> str:
         return "- (aligning)"
     val = done.get("val", {})
     return (
-        f"World cache: `{done['dir']}`. Alignment (full SFT with `ssah.train`, "
+        f"Aligned model: `{done['dir']}/model`. Alignment (full SFT with `ssah.train`, "
         f"{done.get('train_s', 0):.0f} s): `python -m ssah.train "
         f"{' '.join(done.get('overrides', []))}`.\n\nValidation split (held-out AdvBench, "
         f"validation benign prompts) of the aligned model: ASR "
         f"{rate(val, ASR.format('direct', 'keyword'))}, over-refusal "
-        f"{rate(val, 'safety/over_refusal')}. Sources and licences: "
-        f"`{done['dir']}/data-*/data/manifest.json`.\n"
+        f"{rate(val, 'safety/over_refusal')}. Sources and licences: `{done['manifest']}`.\n"
     )
 
 

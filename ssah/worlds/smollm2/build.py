@@ -94,7 +94,7 @@ def answer_part(base: str, prompts: list[str], n: int) -> list[str]:
         return generate(model, tok, prompts, None, max_new_tokens=n, batch_size=ANSWER_BATCH)
 
 
-def align_overrides(cfg: dict[str, Any], out: Path) -> list[str]:
+def align_overrides(cfg: dict[str, Any]) -> list[str]:
     a = cfg["align"]
     return [
         "model=smollm2_135m",
@@ -116,7 +116,7 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1
     from ssah.config import compose
     from ssah.finetune import finetune
 
-    overrides = align_overrides(cfg, out)
+    overrides = align_overrides(cfg)
     say("[smollm2] aligning with: python -m ssah.train " + " ".join(overrides))
     t0 = time.perf_counter()
     with hydra_state_kept():  # built at a stage's door: that stage's Hydra run goes on after

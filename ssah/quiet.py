@@ -21,16 +21,31 @@ WARNINGS = (
 LIGHTNING_LINES = re.compile(r"^(💡 Tip:|TPU available|HPU available|IPU available)")
 
 
+# transformers' notice on loading a Llama tokenizer from a GGUF file (the smollm2 world's
+# conversion), which itself says it can be ignored in that case.
+TRANSFORMERS_LINES = re.compile(r"^You are using the default legacy behaviour")
+LINE_FILTERS = {
+    "pytorch_lightning.utilities.rank_zero": LIGHTNING_LINES,
+    "lightning.pytorch.utilities.rank_zero": LIGHTNING_LINES,
+    "transformers.models.llama.tokenization_llama_fast": TRANSFORMERS_LINES,
+    "transformers.models.llama.tokenization_llama": TRANSFORMERS_LINES,
+}
+
+
 class _DropLines(logging.Filter):
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        super().__init__()
+        self.pattern = pattern
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not LIGHTNING_LINES.match(str(record.getMessage()))
+        return not self.pattern.match(str(record.getMessage()))
 
 
 def silence_third_party() -> None:
     """Install the filters once per process (idempotent)."""
     for pattern in WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    for name in ("pytorch_lightning.utilities.rank_zero", "lightning.pytorch.utilities.rank_zero"):
+    for name, pattern in LINE_FILTERS.items():
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropLines) for f in log.filters):
-            log.addFilter(_DropLines())
+            log.addFilter(_DropLines(pattern))

@@ -20,3 +20,18 @@ def test_train_prints_progress_and_summary_without_noise(tiny_toy, stage_runner,
     assert "[train] step 2/2" in out and "done in" in out
     assert "[ssah] train finished in" in out and str(tmp_path / "metrics.json") in out
     assert "safety/asr/direct/keyword = " in out and "(n=" in out
+
+
+def test_gguf_tokenizer_notice_is_dropped_and_other_lines_kept(caplog) -> None:
+    """transformers' 'default legacy behaviour' notice (printed when the smollm2 world reads
+    the GGUF tokenizer) is filtered; any other line of that logger still prints."""
+    import logging
+
+    from ssah.quiet import silence_third_party
+
+    silence_third_party()
+    log = logging.getLogger("transformers.models.llama.tokenization_llama_fast")
+    with caplog.at_level(logging.WARNING):
+        log.warning("You are using the default legacy behaviour of the <class 'X'>. ...")
+        log.warning("something a user should see")
+    assert [r.getMessage() for r in caplog.records] == ["something a user should see"]

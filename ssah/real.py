@@ -217,7 +217,7 @@ def build(d: Real) -> None:
     d.wcfg = config_of(
         compose("evaluate", [f"model={d.cfg.aligned_model}", *world_overrides(d.cfg)])
     )
-    world = ensure(d.wcfg, upto="data", workers=d.workers)
+    world = ensure(d.wcfg, upto="data")
     d.times["world (base, data)"] = time.perf_counter() - t0
     d.table_of["world (base, data)"] = "build"
     if world.built("aligned"):

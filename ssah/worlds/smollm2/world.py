@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssah.threads import torch_threads
+from ssah.threads import machine_cores, torch_threads
 from ssah.worlds.smollm2.paths import (  # noqa: F401  (re-exported)
     ARTIFACTS,
     RECIPE,
@@ -35,6 +35,13 @@ from ssah.worlds.smollm2.paths import (  # noqa: F401  (re-exported)
 )
 
 log = logging.getLogger(__name__)
+
+
+def build_workers(c: dict[str, Any]) -> int:
+    """`workers: auto` is one process per `threads` of this machine's cores."""
+    w = c.get("workers", "auto")
+    threads = int(c.get("threads") or 1)
+    return max(1, machine_cores() // threads) if w in (None, "auto") else max(1, int(w))
 
 
 def mentions(cfg: DictConfig) -> bool:
@@ -88,13 +95,14 @@ def build_artifact(final: Path, body: Callable[[Path], dict[str, Any]]) -> Path:
     return final
 
 
-def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned", workers: int = 1) -> World:
-    """Build (once) the artifacts up to `upto` and return the world; `workers` one-thread
-    processes share the base model's answering (same answers, less time)."""
+def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned") -> World:
+    """Build (once) the artifacts up to `upto` and return the world. `workers` processes of
+    `threads` threads share the base model's answering (same answers, less time)."""
     from ssah.worlds.smollm2 import build  # heavy imports only when building
 
     c = plain(cfg)
     world = locate(c)
+    workers = build_workers(c)
     order = ARTIFACTS[: ARTIFACTS.index(upto) + 1]
     for artifact in order:
         if world.built(artifact):

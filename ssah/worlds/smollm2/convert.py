@@ -9,10 +9,7 @@ config.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +34,6 @@ def fix_stop_tokens(model: Any, tok: Any, eos: str = END_OF_TURN) -> int:
     return int(eos_id)
 
 
-@contextmanager
-def _no_tqdm() -> Iterator[None]:
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TQDM_DISABLE"]
-        else:
-            os.environ["TQDM_DISABLE"] = old
-
-
 def convert_gguf(gguf: Path, out: Path, eos: str = END_OF_TURN) -> dict[str, Any]:
     """Dequantise `gguf` to float32 and save it (model + tokenizer) into `out`."""
     try:
@@ -63,11 +47,10 @@ def convert_gguf(gguf: Path, out: Path, eos: str = END_OF_TURN) -> dict[str, Any
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     t0 = time.perf_counter()
-    with _no_tqdm():  # transformers draws two bars for a 1-second read; the build says its time
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     eos_id = fix_stop_tokens(model, tok, eos)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

@@ -14,6 +14,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -66,6 +67,9 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], log: Path | None) -> An
         os.dup2(f.fileno(), 2)
         try:
             return fn(*args)
+        except BaseException:
+            traceback.print_exc()  # into the job's log; the parent prints one line
+            raise
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -92,30 +96,37 @@ def run_jobs(
     say: Callable[[str], None] = print,
     heartbeat_s: float = 60.0,
 ) -> Progress:
-    """Run `jobs` (in list order as dependencies allow) on `workers` processes; `done` holds
-    results of jobs finished earlier (a re-run continues). A failed job stops new starts, lets
-    the running ones finish, and is raised with its log's path."""
+    """Run `jobs` (in list order as their inputs allow) on `workers` processes; `done` holds
+    results of jobs finished earlier (a re-run continues). A failed job does not stop the
+    others: what waits for it is skipped, the rest run, and the failures are raised at the
+    end (hours of other rows are not lost to one bad row)."""
     p = Progress(results=dict(done or {}))
     _check(jobs, set(p.results))
     pending = [j for j in jobs if j.name not in p.results]
     total, t0 = len(pending), time.perf_counter()
     running: dict[Future[Any], Job] = {}
-    failed: tuple[Job, BaseException] | None = None
+    failed: dict[str, str] = {}
+    skipped: list[str] = []
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
     ) as ex:
         while pending or running:
             for j in list(pending):
-                if failed or len(running) >= workers:
-                    break
-                if all(a in p.results for a in j.after):
+                if any(a in failed or a in skipped for a in j.after):
+                    pending.remove(j)
+                    skipped.append(j.name)
+                    say(
+                        f"[jobs] skip  {j.name}: it needs {[a for a in j.after if a in failed or a in skipped]}"
+                    )
+                    continue
+                if len(running) < workers and all(a in p.results for a in j.after):
                     pending.remove(j)
                     running[ex.submit(_call, j.fn, j.args, j.log)] = j
                     p.started[j.name] = time.perf_counter()
                     say(f"[jobs] start {j.name}" + (f" (log: {j.log})" if j.log else ""))
             if not running:
-                break  # a failure left jobs that can no longer start
+                continue  # what is left waits only on failures: the loop above skips it
             finished, _ = wait(running, timeout=heartbeat_s, return_when=FIRST_COMPLETED)
             now = time.perf_counter()
             if not finished:
@@ -130,18 +141,22 @@ def run_jobs(
                 try:
                     result = f.result()
                 except BaseException as e:  # noqa: BLE001  (reported below with its log)
-                    failed = failed or (j, e)
-                    say(f"[jobs] FAILED {j.name}" + (f": see {j.log}" if j.log else f": {e}"))
+                    failed[j.name] = f"{type(e).__name__}: {e}" + (
+                        f" (log: {j.log})" if j.log else ""
+                    )
+                    say(f"[jobs] FAILED {j.name}: {failed[j.name]}")
                     continue
                 p.seconds[j.name] = now - p.started[j.name]
                 p.results[j.name] = result
                 say(
-                    f"[jobs] done  {j.name} in {p.seconds[j.name] / 60:.1f} min ({len(p.seconds)}/{total}, {(now - t0) / 60:.1f} min in all)"
+                    f"[jobs] done  {j.name} in {p.seconds[j.name] / 60:.1f} min "
+                    f"({len(p.seconds)}/{total}, {(now - t0) / 60:.1f} min in all)"
                 )
                 if on_done:
                     on_done(j.name, result, p)
     if failed:
-        j, e = failed
-        where = f" (its output: {j.log})" if j.log else ""
-        raise SsahError(f"job {j.name} failed: {type(e).__name__}: {e}{where}") from e
+        what = "; ".join(f"job {n} failed: {m}" for n, m in failed.items())
+        raise SsahError(
+            what + (f"; not run for want of it: {', '.join(skipped)}" if skipped else "")
+        )
     return p

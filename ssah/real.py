@@ -23,10 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssah.cli import run_dir, stage
 from ssah.config import compose
+from ssah.errors import SsahError
 from ssah.eval.suite import read_records
 from ssah.io import atomic_write_text
 from ssah.metrics import write_metrics
 from ssah.procs import Job, Progress, run_jobs
+from ssah.schema import validate
 from ssah.stats import mcnemar
 from ssah.threads import machine_cores
 from ssah.worlds.smollm2.build import align_overrides, hydra_state_kept
@@ -373,7 +375,7 @@ def plan_base_units(d: Real) -> None:
             *d.cfg.score_overrides,
             f"model={d.cfg.base_model}",
             "scoring.calibration.safety.response=field",
-            "scoring.calibration.safety.columns={prompt:prompt,response:response}",
+            "+scoring.calibration.safety.columns.response=response",
         ],
         base_only=True,
     )
@@ -505,6 +507,21 @@ def plan(d: Real) -> list[Job]:
     return d.jobs
 
 
+def check(d: Real) -> None:
+    """Compose and validate every row not yet run before any starts: a bad override ends the
+    run in seconds, with the row's name, not after an hour of other rows."""
+    from hydra.errors import HydraException
+
+    for j in d.jobs:
+        if j.fn is run_row and j.name not in d.rows:
+            name, args, _ = j.args
+            try:
+                validate(compose(name, args))
+            except (SsahError, HydraException) as e:
+                msg = " ".join(str(e).split())
+                raise SsahError(f"row {j.name} (python -m ssah.{name} ...): {msg}") from None
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Build the world, then every enabled table's rows on `workers` one-thread processes;
     report.md is rewritten after each row."""
@@ -513,6 +530,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     d = Real(cfg, Path(out_dir), workers=max(1, workers))
     with hydra_state_kept():  # the world build and the plan compose their own configs
         jobs = plan(d)
+        check(d)
     d.write_report()
     say(
         f"[real] {len(jobs)} rows on {d.workers} worker(s) x {cfg.threads} thread(s); "

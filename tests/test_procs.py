@@ -51,19 +51,28 @@ def test_jobs_wait_for_inputs_run_side_by_side_and_log(tmp_path: Path) -> None:
     assert any(ln.startswith("[jobs] done  c") for ln in lines)
 
 
-def test_done_jobs_are_not_rerun_and_a_failure_names_its_log(tmp_path: Path) -> None:
+def test_a_failure_skips_what_needs_it_runs_the_rest_and_is_raised_at_the_end(
+    tmp_path: Path,
+) -> None:
     log = tmp_path / "bad.log"
+    times = str(tmp_path / "t")
     jobs = [
         Job("old", boom),  # already done: must not run
         Job("bad", boom, log=log),
-        Job("after_bad", stamp, (str(tmp_path / "t"), "x", 0.0), after=("bad",)),
+        Job("after_bad", stamp, (times, "after_bad", 0.0), after=("bad",)),
+        Job("after_after", stamp, (times, "after_after", 0.0), after=("after_bad",)),
+        Job("other", stamp, (times, "other", 0.5)),
     ]
-    with pytest.raises(
-        SsahError, match=r"job bad failed: ValueError: bad row \(its output: .*bad.log\)"
-    ):
-        run_jobs(jobs, workers=2, done={"old": 1}, say=lambda _: None)
-    assert "about to fail" in log.read_text()
-    assert not (tmp_path / "t").exists()  # the job waiting for the failed one never started
+    lines: list[str] = []
+    with pytest.raises(SsahError) as e:
+        run_jobs(jobs, workers=2, done={"old": 1}, say=lines.append)
+    msg = str(e.value)
+    assert msg.startswith("job bad failed: ValueError: bad row (log: ") and str(log) in msg
+    assert msg.endswith("not run for want of it: after_bad, after_after")
+    text = log.read_text()
+    assert "about to fail" in text and "Traceback" in text and "ValueError: bad row" in text
+    assert [ln.split()[0] for ln in open(times)] == ["other"]  # the independent job still ran
+    assert any(ln.startswith("[jobs] FAILED bad: ValueError: bad row") for ln in lines)
 
 
 def test_a_job_waiting_for_nothing_known_is_refused() -> None:

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from ssah.config import compose
-from ssah.real import Real, paired, plan, rate, safety_table
+from ssah.errors import SsahError
+from ssah.real import Real, check, paired, plan, rate, safety_table
 
 
 def _row(out: Path, name: str, flags: list[bool], metrics: dict) -> None:
@@ -67,3 +68,19 @@ def test_plan_orders_rows_by_their_inputs(tmp_path: Path, outputs_dir: Path) -> 
     d.write_report()  # every section renders with no row run yet
     text = (tmp_path / "report.md").read_text()
     assert "## Table 4" in text and "## Figs. 5-6" in text and "## Commands" in text
+
+
+def test_every_planned_row_composes_and_a_bad_one_is_named(
+    tmp_path: Path, outputs_dir: Path
+) -> None:
+    """The default plan's rows all compose and pass the schema (Table 4's base scoring once
+    failed an hour into a run); a bad override is refused before anything runs."""
+    import pytest
+
+    d = Real(compose("real", ["tables.build=false"]), tmp_path)
+    plan(d)
+    check(d)
+    bad = Real(compose("real", ["tables.build=false", "ft_steps=abc"]), tmp_path)
+    plan(bad)
+    with pytest.raises(SsahError, match=r"^row \w+ \(python -m ssah\.\w+ \.\.\.\): .*max_steps"):
+        check(bad)

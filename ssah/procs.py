@@ -44,7 +44,20 @@ class Progress:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the process that started it dies, so killing a run
+    (even with SIGKILL) leaves no orphan finishing a row and holding gigabytes."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: Ctrl-C still reaches the whole process group
+
+
 def _init_worker(threads: int) -> None:
+    _die_with_parent()
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
     import torch
 
@@ -108,8 +121,14 @@ def run_jobs(
     failed: dict[str, str] = {}
     skipped: list[str] = []
     ctx = mp.get_context("spawn")
+    # one job per process: a worker reused for a second row kept the first one's memory
+    # (7.6 GB RSS after two fine-tuning rows, against 4.8 GB for one)
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+        workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(threads,),
+        max_tasks_per_child=1,
     ) as ex:
         while pending or running:
             for j in list(pending):

@@ -24,6 +24,11 @@ def stamp(path: str, name: str, wait: float) -> dict[str, object]:
     return {"name": name, "threads": torch.get_num_threads(), "pid": os.getpid()}
 
 
+def sleeper(pidfile: str) -> None:
+    Path(pidfile).write_text(str(os.getpid()))
+    time.sleep(120)
+
+
 def boom() -> None:
     print("about to fail")
     raise ValueError("bad row")
@@ -46,7 +51,8 @@ def test_jobs_wait_for_inputs_run_side_by_side_and_log(tmp_path: Path) -> None:
     assert span["c"][0] >= max(span["a"][1], span["b"][1])  # c started after both
     assert seen[-1] == "c" and set(seen) == {"a", "b", "c"}
     assert {r["threads"] for r in p.results.values()} == {1}
-    assert p.results["a"]["pid"] != os.getpid()
+    pids = {r["pid"] for r in p.results.values()}
+    assert os.getpid() not in pids and len(pids) == 3  # one fresh process per job
     assert "hello from a" in (tmp_path / "logs" / "a.log").read_text()
     assert any(ln.startswith("[jobs] done  c") for ln in lines)
 
@@ -78,3 +84,37 @@ def test_a_failure_skips_what_needs_it_runs_the_rest_and_is_raised_at_the_end(
 def test_a_job_waiting_for_nothing_known_is_refused() -> None:
     with pytest.raises(SsahError, match="waits for \\['nope'\\]"):
         run_jobs([Job("a", boom, after=("nope",))], workers=1)
+
+
+def test_killing_the_run_kills_its_workers(tmp_path: Path) -> None:
+    """SIGKILL to the parent (no chance to clean up) still ends the worker: it must not go on
+    finishing its row, holding gigabytes, as an orphan."""
+    import signal
+    import subprocess
+    import sys
+
+    pidfile = tmp_path / "worker.pid"
+    code = (
+        "from ssah.procs import Job, run_jobs; from tests.test_procs import sleeper; "
+        f"run_jobs([Job('s', sleeper, ({str(pidfile)!r},))], workers=1)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parent.parent)
+    try:
+        for _ in range(600):
+            if pidfile.is_file() and pidfile.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(pidfile.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        for _ in range(100):
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            raise AssertionError("the worker outlived its killed parent")
+    finally:
+        parent.kill()

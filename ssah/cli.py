@@ -105,8 +105,8 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
                 done = skip_completed(cfg, run_dir())  # resumed sweeps skip finished jobs
                 if done is not None:
                     return done
-                ensure_worlds(cfg)  # the toy world this job reads, built once, here
-                t0 = time.perf_counter()
+                t0 = time.perf_counter()  # the world build counts: it is this run's time
+                ensure_worlds(cfg)  # the worlds this job reads, built once, here
                 result = fn(cfg)
                 print_summary(config_name, result, run_dir(), time.perf_counter() - t0)
                 return result

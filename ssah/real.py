@@ -211,8 +211,9 @@ ALIGN = "world_aligned"  # the job that aligns the world's model (rows on it wai
 
 
 def build(d: Real) -> None:
-    """Build (or find) the world's base model and data here (the answers in `workers`
-    processes); plan its alignment as the first job, so base-model rows run beside it."""
+    """Build (or find) the world's base model and data here (the answers in the world's
+    `workers` processes); plan its alignment as the first job, so base-model rows run beside
+    it."""
     from ssah.worlds.smollm2.world import config_of, ensure
 
     t0 = time.perf_counter()

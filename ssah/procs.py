@@ -93,11 +93,22 @@ def _call(fn: Callable[..., Any], args: tuple[Any, ...], log: Path | None) -> An
 
 
 def _check(jobs: Sequence[Job], done: set[str]) -> None:
+    """Every job's inputs exist and none waits on itself through others (it would never
+    start, and the scheduler would wait forever)."""
     names = {j.name for j in jobs} | done
     for j in jobs:
         missing = [a for a in j.after if a not in names]
         if missing:
             raise SsahError(f"job {j.name!r} waits for {missing}, which no job produces.")
+    after = {j.name: j.after for j in jobs if j.name not in done}
+    ready = set(done)
+    while after:
+        free = [n for n, deps in after.items() if all(a in ready for a in deps)]
+        if not free:
+            raise SsahError(f"jobs {sorted(after)} wait on each other in a circle.")
+        ready.update(free)
+        for n in free:
+            del after[n]
 
 
 def run_jobs(

@@ -86,6 +86,12 @@ def test_a_job_waiting_for_nothing_known_is_refused() -> None:
         run_jobs([Job("a", boom, after=("nope",))], workers=1)
 
 
+def test_jobs_waiting_on_each_other_are_refused() -> None:
+    jobs = [Job("a", boom, after=("b",)), Job("b", boom, after=("a",)), Job("c", boom)]
+    with pytest.raises(SsahError, match=r"jobs \['a', 'b'\] wait on each other in a circle"):
+        run_jobs(jobs, workers=1)
+
+
 def test_killing_the_run_kills_its_workers(tmp_path: Path) -> None:
     """SIGKILL to the parent (no chance to clean up) still ends the worker: it must not go on
     finishing its row, holding gigabytes, as an orphan."""

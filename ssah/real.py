@@ -30,7 +30,7 @@ from ssah.metrics import write_metrics
 from ssah.procs import Job, Progress, run_jobs
 from ssah.schema import validate
 from ssah.stats import mcnemar
-from ssah.threads import machine_cores
+from ssah.threads import worker_count
 from ssah.worlds.smollm2.build import align_overrides, hydra_state_kept
 
 ASR = "safety/asr/{}/{}"
@@ -106,8 +106,13 @@ class Real:
         return atomic_write_text(self.out / "report.md", head + "\n".join(sections) + tail)
 
     def sections(self) -> list[tuple[str, Callable[[Real], str]]]:
-        on = {k: bool(v) for k, v in OmegaConf.to_container(self.cfg.tables).items()}  # type: ignore[union-attr]
+        on = enabled(self.cfg)
         return [(t, r) for name, t, _, r in TABLES if on.get(name, True)]
+
+
+def enabled(c: DictConfig) -> dict[str, bool]:
+    """conf/real.yaml's `tables` switches."""
+    return {k: bool(v) for k, v in OmegaConf.to_container(c.tables).items()}  # type: ignore[union-attr]
 
 
 def world_overrides(c: DictConfig) -> list[str]:
@@ -214,15 +219,17 @@ def build(d: Real) -> None:
     """Build (or find) the world's base model and data here (the answers in the world's
     `workers` processes); plan its alignment as the first job, so base-model rows run beside
     it."""
-    from ssah.worlds.smollm2.world import config_of, ensure
+    from ssah.worlds.smollm2.world import config_of, ensure, locate
 
-    t0 = time.perf_counter()
     d.wcfg = config_of(
         compose("evaluate", [f"model={d.cfg.aligned_model}", *world_overrides(d.cfg)])
     )
+    built = locate(d.wcfg).built("data")  # usually built at the stage door (its time is there)
+    t0 = time.perf_counter()
     world = ensure(d.wcfg, upto="data")
-    d.times["world (base, data)"] = time.perf_counter() - t0
-    d.table_of["world (base, data)"] = "build"
+    if not built:
+        d.times["world (base, data)"] = time.perf_counter() - t0
+        d.table_of["world (base, data)"] = "build"
     if world.built("aligned"):
         d.rows[ALIGN] = align_world(d.wcfg)
     d.commands[ALIGN] = "python -m ssah.train " + " ".join(align_overrides(d.wcfg))
@@ -497,7 +504,7 @@ PLAN_ORDER = ["build", "scoring", "freezing", "budget", "baseline", "pruning", "
 
 def plan(d: Real) -> list[Job]:
     """Every enabled table's rows, as jobs."""
-    on = {k: bool(v) for k, v in OmegaConf.to_container(d.cfg.tables).items()}  # type: ignore[union-attr]
+    on = enabled(d.cfg)
     if on.get("pruning", True) or on.get("freezing", True):
         on["scoring"] = True  # their rows need the aligned model's units
     for name, _, plan_fn, _ in sorted(TABLES, key=lambda t: PLAN_ORDER.index(t[0])):
@@ -527,8 +534,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Build the world, then every enabled table's rows on `workers` one-thread processes;
     report.md is rewritten after each row."""
     t0 = time.perf_counter()
-    workers = machine_cores() // int(cfg.threads) if cfg.workers == "auto" else int(cfg.workers)
-    d = Real(cfg, Path(out_dir), workers=max(1, workers))
+    d = Real(cfg, Path(out_dir), workers=worker_count(cfg.workers, int(cfg.threads)))
     with hydra_state_kept():  # the world build and the plan compose their own configs
         jobs = plan(d)
         check(d)

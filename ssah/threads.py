@@ -146,6 +146,14 @@ def run_env() -> dict[str, int]:
     return {"env/torch_threads": torch.get_num_threads(), "env/cores": machine_cores()}
 
 
+def worker_count(setting: Any, threads: int, cores: int | None = None) -> int:
+    """Processes of `threads` threads each for `workers: <setting>`: `auto` (or None) fills
+    this machine's cores, a number is taken as given (at least 1)."""
+    if setting is None or str(setting).lower() == "auto":
+        return max(1, (cores or machine_cores()) // max(1, threads))
+    return max(1, int(setting))
+
+
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Pin torch's intra-op threads inside the block, then restore them. CPU float sums

@@ -143,3 +143,12 @@ def test_joblib_with_more_jobs_than_cores_runs_batches_of_cores(monkeypatch):
         cfg = compose("train", ["hydra/launcher=joblib"], return_hydra_config=True)
     assert localsweep.LocalSweep()._share(cfg) == 1  # conf: n_jobs 2 on 2 cores
     assert cfg.hydra.sweeper.max_batch_size == 2
+
+
+def test_worker_count_fills_the_cores_at_the_given_threads() -> None:
+    from ssah.threads import worker_count
+
+    assert worker_count("auto", 1, cores=2) == 2
+    assert worker_count(None, 2, cores=8) == 4
+    assert worker_count("auto", 4, cores=2) == 1  # never zero
+    assert worker_count(3, 1, cores=2) == 3  # a number is taken as given

@@ -43,9 +43,10 @@ def build_data_step(
     """Prompt sets; benign and attack answers come from the converted base model, generated
     in `workers` one-thread processes with the exact batches one process would run."""
     base = str(world.path("base"))
+    threads = int(cfg.get("threads") or 1)  # the recipe's count, in every worker too
 
     def answer(prompts: list[str], n: int) -> list[str]:
-        return answers_in_workers(base, prompts, n, workers)
+        return answers_in_workers(base, prompts, n, workers, threads)
 
     return build_data(cfg["data"], out / "data", answer, say)
 
@@ -53,7 +54,9 @@ def build_data_step(
 ANSWER_BATCH = 32
 
 
-def answers_in_workers(base: str, prompts: list[str], n: int, workers: int) -> list[str]:
+def answers_in_workers(
+    base: str, prompts: list[str], n: int, workers: int, threads: int = 1
+) -> list[str]:
     """Deal whole generation batches round-robin to the workers: each worker re-forms exactly
     those batches (its prompts arrive longest first), so the answers are bit-for-bit the ones
     a single process gives, in about 1/workers of the time."""
@@ -73,7 +76,7 @@ def answers_in_workers(base: str, prompts: list[str], n: int, workers: int) -> l
         for w, idx in enumerate(dealt)
         if idx
     ]
-    results = run_jobs(jobs, workers, threads=1, say=say).results
+    results = run_jobs(jobs, workers, threads=threads, say=say).results
     out = [""] * len(prompts)
     for job, idx in zip(jobs, [i for i in dealt if i], strict=True):
         for i, text in zip(idx, results[job.name], strict=True):

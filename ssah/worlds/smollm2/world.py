@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssah.threads import machine_cores, torch_threads
+from ssah.threads import torch_threads, worker_count
 from ssah.worlds.smollm2.paths import (  # noqa: F401  (re-exported)
     ARTIFACTS,
     RECIPE,
@@ -35,13 +35,6 @@ from ssah.worlds.smollm2.paths import (  # noqa: F401  (re-exported)
 )
 
 log = logging.getLogger(__name__)
-
-
-def build_workers(c: dict[str, Any]) -> int:
-    """`workers: auto` is one process per `threads` of this machine's cores."""
-    w = c.get("workers", "auto")
-    threads = int(c.get("threads") or 1)
-    return max(1, machine_cores() // threads) if w in (None, "auto") else max(1, int(w))
 
 
 def mentions(cfg: DictConfig) -> bool:
@@ -102,7 +95,7 @@ def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned") -> World:
 
     c = plain(cfg)
     world = locate(c)
-    workers = build_workers(c)
+    workers = worker_count(c.get("workers"), int(c.get("threads") or 1))
     order = ARTIFACTS[: ARTIFACTS.index(upto) + 1]
     for artifact in order:
         if world.built(artifact):

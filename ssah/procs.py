@@ -119,11 +119,13 @@ def run_jobs(
     on_done: Callable[[str, Any, Progress], None] | None = None,
     say: Callable[[str], None] = print,
     heartbeat_s: float = 60.0,
+    fresh: bool = True,
 ) -> Progress:
     """Run `jobs` (in list order as their inputs allow) on `workers` processes; `done` holds
     results of jobs finished earlier (a re-run continues). A failed job does not stop the
     others: what waits for it is skipped, the rest run, and the failures are raised at the
-    end (hours of other rows are not lost to one bad row)."""
+    end (hours of other rows are not lost to one bad row). `fresh`: every job in a new
+    process (False: a worker runs several small jobs, saving their start-up)."""
     p = Progress(results=dict(done or {}))
     _check(jobs, set(p.results))
     pending = [j for j in jobs if j.name not in p.results]
@@ -139,7 +141,7 @@ def run_jobs(
         mp_context=ctx,
         initializer=_init_worker,
         initargs=(threads,),
-        max_tasks_per_child=1,
+        max_tasks_per_child=1 if fresh else None,
     ) as ex:
         while pending or running:
             for j in list(pending):

@@ -18,7 +18,9 @@ WARNINGS = (
     r"(?s).*does not have many workers which may be a bottleneck",  # workers: a config choice
 )
 # Lightning's rank-zero info lines that advertise or state the obvious on CPU.
-LIGHTNING_LINES = re.compile(r"^(💡 Tip:|TPU available|HPU available|IPU available)")
+LIGHTNING_LINES = re.compile(
+    r"^(💡 Tip:|TPU available|HPU available|IPU available|GPU available: False|`Trainer.fit` stopped)"
+)
 
 
 # transformers' notice on loading a Llama tokenizer from a GGUF file (the smollm2 world's

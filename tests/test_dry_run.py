@@ -114,7 +114,8 @@ def test_data_mirror_replaces_hub_ids_only(tmp_path):
 
 def test_real_model_preset_composes_without_building_the_toy_world(tmp_path, monkeypatch):
     import ssah.worlds.toy.world as world
-    from ssah.worlds.ensure import ensure_worlds, needs_toy
+    from ssah.worlds.ensure import ensure_worlds
+    from ssah.worlds.toy.reads import reads_toy
 
     builds: list[str] = []
     monkeypatch.setattr(world, "ensure_toy", lambda cfg: builds.append(cfg["cache_dir"]))
@@ -125,8 +126,8 @@ def test_real_model_preset_composes_without_building_the_toy_world(tmp_path, mon
     str(cfg.direction.harmful_eval)  # resolving a toy path does not build ...
     assert builds == [] and not (tmp_path / "toy").exists()
     ensure_worlds(cfg)  # ... and a dry run reads no toy path, so the door builds nothing
-    assert needs_toy(cfg) is None and builds == []
+    assert not reads_toy(cfg) and builds == []
     toy_cfg = compose("probe", [f"toy.cache_dir={tmp_path / 'toy'}"])
-    assert needs_toy(toy_cfg) is not None
+    assert reads_toy(toy_cfg)
     ensure_worlds(toy_cfg)  # the toy probe reads the toy world: the door builds it
     assert builds == [str(tmp_path / "toy")]

@@ -16,8 +16,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("freeze", "analysis", "reporting", "finetune"),
     ("worlds", "standin", "resolvers", "schema", "sweep", "localsweep", "config"),
     ("cli",),
-    ("train", "score", "prune", "evaluate", "probe", "transfer", "report", "demo", "toy",
-     "real", "bench"),
+    ("train", "score", "prune", "evaluate", "probe", "transfer", "report", "toy", "bench"),
+    ("plan",),
 ]  # fmt: skip
 
 

@@ -29,7 +29,7 @@ def test_bad_values_are_one_line_naming_the_key(overrides, message):
     assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("stage", ["train", "score", "prune", "evaluate", "probe", "demo"])
+@pytest.mark.parametrize("stage", ["train", "score", "prune", "evaluate", "probe", "plan"])
 def test_shipped_defaults_pass(stage):
     validate(compose(stage, []))
 

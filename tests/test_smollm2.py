@@ -321,8 +321,7 @@ def test_stage_configs_name_world_paths_and_what_to_build(outputs_dir: Path) -> 
 def test_a_build_at_the_door_keeps_the_stage_hydra_state(outputs_dir: Path) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from ssah.config import compose
-    from ssah.worlds.smollm2.build import hydra_state_kept
+    from ssah.config import compose, hydra_state_kept
 
     compose("evaluate", ["hydra.run.dir=/tmp/outer_stage_dir"])  # the stage's own Hydra state
     before = HydraConfig.get().run.dir

@@ -35,8 +35,11 @@ class Run:
 
 
 def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Per-generation rows an evaluation wrote (records.jsonl), [] when absent."""
+    """Per-generation rows an evaluation wrote (records.jsonl), else their text-free verdicts
+    (outcomes.jsonl, what a plan keeps of a committed result), [] when neither is there."""
     p = Path(run_dir) / "records.jsonl"
+    if not p.is_file():
+        p = Path(run_dir) / "outcomes.jsonl"
     if not p.is_file():
         return []
     return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]

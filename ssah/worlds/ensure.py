@@ -1,63 +1,64 @@
 """Build, at the door, the worlds a job's resolved config points into.
 
 Resolvers only compute paths; this is the one place that turns "the config names a path in
-the toy world" into "the toy world exists". Stages call it before any model or data loads;
-the sweep callback calls it once before parallel jobs start.
+a world" into "the world exists". Stages call it before any model or data loads; the sweep
+callback calls it once before parallel jobs start. It asks every world module (ssah.worlds'
+own, found by walking the package, and the `world.module` the job names), not a list of names.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from typing import Any
+import importlib
+import pkgutil
+from types import ModuleType
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssah.worlds.toy.cache import ToyWorld, locate
-
-log = logging.getLogger(__name__)
-
-
-def _strings(node: Any) -> Iterator[str]:
-    """Every string value, skipping sections switched off with `enabled: false`."""
-    if isinstance(node, dict):
-        if node.get("enabled") is False:
-            return
-        for v in node.values():
-            yield from _strings(v)
-    elif isinstance(node, list | tuple):
-        for v in node:
-            yield from _strings(v)
-    elif isinstance(node, str):
-        yield node
+import ssah.worlds
+from ssah.errors import SsahError
+from ssah.worlds.base import INTERFACE
 
 
-def needs_toy(cfg: DictConfig) -> ToyWorld | None:
-    """The toy world this config reads from, or None (a real model, or no `toy` node)."""
-    toy = OmegaConf.select(cfg, "toy")
-    if toy is None:
-        return None
-    world = locate(toy)
-    root = str(world.root)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    body = {k: v for k, v in plain.items() if k not in ("toy", "hydra")}  # type: ignore[union-attr]
-    if any(s == root or s.startswith(root + "/") for s in _strings(body)):
-        return world
-    return None
+def is_world(module: ModuleType) -> bool:
+    return all(callable(getattr(module, f, None)) for f in INTERFACE)
+
+
+def world_module(name: str) -> ModuleType:
+    """The world module `name` (e.g. conf/world/<w>.yaml's `module:`), checked."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise SsahError(f"world.module={name}: cannot import it ({e}); fix conf/world/.") from None
+    if not is_world(module):
+        missing = [f for f in INTERFACE if not callable(getattr(module, f, None))]
+        raise SsahError(f"world.module={name}: lacks {missing} (see ssah/worlds/base.py).")
+    return module
+
+
+def known_worlds(cfg: DictConfig | None = None) -> list[ModuleType]:
+    """ssah's own world modules (each worlds subpackage's `plan`, or a world module) and the
+    one the config names."""
+    names = []
+    for info in pkgutil.iter_modules(ssah.worlds.__path__):
+        base = f"ssah.worlds.{info.name}"
+        names.append(f"{base}.plan" if info.ispkg else base)
+    named = OmegaConf.select(cfg, "world.module") if cfg is not None else None
+    if named:
+        names.append(str(named))
+    out = []
+    for n in dict.fromkeys(names):
+        try:
+            m = importlib.import_module(n)
+        except ImportError:
+            continue  # a helper module, not a world
+        if is_world(m):
+            out.append(m)
+    return out
 
 
 def ensure_worlds(cfg: DictConfig) -> None:
     """Build every world `cfg` reads from and that is not built yet."""
-    world = needs_toy(cfg)
-    if world is not None and not world.built:
-        from ssah.worlds.toy.world import ensure_toy  # heavy imports only when building
-
-        ensure_toy(cfg.toy)
-    from ssah.worlds.smollm2.world import needed as smollm2_needed
-
-    missing = smollm2_needed(cfg)
-    if missing:
-        from ssah.worlds.smollm2.world import config_of
-        from ssah.worlds.smollm2.world import ensure as ensure_smollm2
-
-        ensure_smollm2(config_of(cfg), upto=missing[-1])
+    for module in known_worlds(cfg):
+        missing = module.needed(cfg)
+        if missing:
+            module.ensure(cfg, missing)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +114,7 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1
     changing its numbers); validation metrics are kept in DONE."""
     from omegaconf import OmegaConf, open_dict
 
-    from ssah.config import compose
+    from ssah.config import compose, hydra_state_kept
     from ssah.finetune import finetune
 
     overrides = align_overrides(cfg)
@@ -130,24 +128,6 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1
     (out / "model").is_dir() or _missing(out)
     keep = {k: v for k, v in metrics.items() if k.startswith(("safety/", "utility/", "train/"))}
     return {"overrides": overrides, "train_s": round(time.perf_counter() - t0, 1), "val": keep}
-
-
-@contextmanager
-def hydra_state_kept() -> Iterator[None]:
-    """`compose` resets Hydra's global state; the stage that asked for the world still needs
-    its own (its run dir, `${hydra:...}` values), so put it back afterwards."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-
-    hc = HydraConfig.instance().cfg
-    gh = GlobalHydra.instance().hydra if GlobalHydra.instance().is_initialized() else None
-    try:
-        yield
-    finally:
-        HydraConfig.instance().cfg = hc  # type: ignore[assignment]
-        if gh is not None:
-            GlobalHydra.instance().clear()
-            GlobalHydra.instance().initialize(gh)
 
 
 def _missing(out: Path) -> None:

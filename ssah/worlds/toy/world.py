@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
 from omegaconf import DictConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -141,8 +140,3 @@ def _train(model: LlamaForCausalLM, tok: Any, source: Path, cfg: dict, phase: st
 def _save(model: LlamaForCausalLM, tok: Any, path: Path) -> None:
     model.save_pretrained(path, safe_serialization=True)
     tok.save_pretrained(path)
-
-
-def toy_threads() -> None:
-    """Use every core for the build (torch defaults can undercount in containers)."""
-    torch.set_num_threads(max(1, os.cpu_count() or 1))

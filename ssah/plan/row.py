@@ -1,0 +1,29 @@
+"""One plan row in its own process: compose the stage's config, go through the stage door,
+then mark the result done (meta.json last, beside the stage's metrics.json)."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from ssah.cli import door
+from ssah.config import compose
+from ssah.io import atomic_write_text
+from ssah.plan.store import write_meta
+
+
+def run_row(stage: str, args: list[str], out: str, meta: dict[str, Any]) -> Any:
+    """The row's stage run into `out` (a fresh or interrupted result dir), as its CLI would."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cfg = compose(stage, args)
+    atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
+    module = importlib.import_module(f"ssah.{stage}")
+    t0 = time.perf_counter()
+    result = door(stage, cfg, out_dir, lambda c: module.run(c, out_dir))
+    write_meta(out_dir, meta, time.perf_counter() - t0)
+    return result

@@ -1,0 +1,284 @@
+"""From a composed `python -m ssah.plan` config to jobs, and from results to the report.
+
+1. The world (conf/world/<name>.yaml + its module) and the plan (conf/plan/<name>.yaml) give
+   the rows of every instance, their overrides spelled out (ssah.plan.spec).
+2. Every row's stage config is composed and validated before any row runs (a bad override
+   ends the run in seconds, naming the row), and keyed by content (ssah.plan.store).
+3. Rows whose result exists are done; the rest become jobs, with the world's build jobs, in
+   the order their needs allow, on the local worker pool or on SLURM (ssah.plan.slurm).
+4. The report is rendered from the results (ssah.reporting.plan_report): after every row,
+   and from any set of results alone (`report_only=true results=DIR`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+
+from ssah.config import compose
+from ssah.errors import SsahError
+from ssah.plan.row import run_row
+from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, with_dirs
+from ssah.plan.store import Result, content_key, load
+from ssah.procs import Job
+from ssah.reporting.collect import Run
+from ssah.reporting.plan_report import Report, claim_metrics, render
+from ssah.reporting.tables import Column
+from ssah.schema import validate
+from ssah.worlds.ensure import world_module
+
+UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads")
+
+
+@dataclass
+class RowJob:
+    """A planned row of one instance: its composed overrides, result dir and job."""
+
+    row: PlannedRow
+    instance: str
+    args: list[str]
+    dir: Path
+    key: str
+    result: Result | None = None
+
+
+@dataclass
+class Planned:
+    """Everything one run of the plan knows before it starts."""
+
+    plan: Plan
+    world: dict[str, Any]
+    wplan: WorldPlan
+    module: ModuleType
+    tables_on: dict[str, bool]
+    rows: list[RowJob] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    done: dict[str, Any] = field(default_factory=dict)
+
+
+def plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _plan_values(cfg: DictConfig, wplan: WorldPlan) -> dict[str, Any]:
+    """The plan-level settings that replace the world's @{vars} when given."""
+    out: dict[str, Any] = {}
+    if cfg.get("ft_steps") is not None:
+        out["ft_steps"] = cfg.ft_steps  # a bad value is refused where a row uses it
+    if cfg.get("eval_overrides") is not None:
+        out["eval_overrides"] = list(cfg.eval_overrides)
+    out["overrides"] = [*wplan.vars.get("overrides", []), *list(cfg.get("overrides") or [])]
+    return out
+
+
+def _logger(cfg: DictConfig, wplan: WorldPlan, stage: str, group: str) -> list[str]:
+    name = cfg.get("stage_logger") or wplan.logger
+    if not name or stage == "score":
+        return ["logger=null"] if stage not in ("score", "transfer") else []
+    return [f"logger={name}", f"++sweep_name={group}"]
+
+
+def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
+    """Rows of every instance, composed, validated and keyed; jobs for what is not done."""
+    world = plain(cfg.world)
+    if not isinstance(world, dict) or "plan" not in world or "module" not in world:
+        raise SsahError("world: this world has no `plan:`/`module:`; see conf/world/toy.yaml.")
+    module = world_module(str(world["module"]))
+    plan = Plan.from_cfg(plain(cfg.plan))
+    wplan = WorldPlan.from_cfg(world["plan"])
+    if cfg.get("executor") not in ("local", "slurm"):
+        raise SsahError(f"executor={cfg.get('executor')}: must be local or slurm.")
+    tables = {str(k): bool(v) for k, v in (plain(cfg.get("tables")) or {}).items() if v is not None}
+    names = enabled_rows(
+        plan, wplan, tables, None if cfg.rows is None else [str(r) for r in cfg.rows]
+    )
+    seeds = [int(s) for s in (cfg.seeds if cfg.get("seeds") is not None else wplan.seeds)]
+    p = Planned(plan, world, wplan, module, {**wplan.tables, **tables})
+    info = {"model": model_choice, "standin": bool(cfg.get("standin"))}
+    values = _plan_values(cfg, wplan)
+    results = Path(str(cfg.results)) / str(world.get("name", "world"))
+    threads = [f"threads={int(cfg.threads)}"]
+    for i, seed in enumerate(seeds):
+        inst = wplan.instance_dir.format(seed=seed)
+        full = i < wplan.full or cfg.rows is not None
+        mine = [n for n in names if full or plan.rows[n].claim]
+        vals = {**values, **module.values(world, seed, info)}
+        dirs: dict[str, str] = {}
+        for row in expand(plan, wplan, _ordered(plan, mine), seed, vals):
+            args = [*with_dirs(row, dirs), *threads, *_logger(cfg, wplan, row.stage, group)]
+            try:
+                stage_cfg = compose(row.stage, args)
+                validate(stage_cfg)
+                key = content_key(row.stage, stage_cfg)
+            except (SsahError, HydraException) as e:
+                msg = " ".join(str(e).split())
+                raise SsahError(
+                    f"row {row.name} ({inst}: python -m ssah.{row.stage} ...): {msg}"
+                ) from None
+            out = results / f"{row.name}-{key}"
+            dirs[row.name] = str(out)
+            p.rows.append(RowJob(row, inst, args, out, key, load(out)))
+    _jobs(p, seeds, results / "logs")
+    return p
+
+
+def _ordered(plan: Plan, names: list[str]) -> list[str]:
+    """Needs before the rows that need them (conf order otherwise)."""
+    out: list[str] = []
+    seen: set[str] = set()
+
+    def visit(n: str) -> None:
+        if n in seen or n not in names:
+            return
+        seen.add(n)
+        for d in plan.rows[n].needs:
+            visit(d)
+        out.append(n)
+
+    for n in names:
+        visit(n)
+    return out
+
+
+def _jobs(p: Planned, seeds: list[int], logs: Path) -> None:
+    """World build jobs, then every row not done, in the plan's start order."""
+    early: dict[int, list[str]] = {}
+    late: dict[int, list[str]] = {}
+    names: set[str] = set()
+    for seed in seeds:
+        for wj in p.module.jobs(p.world, seed):
+            (early if wj.early else late).setdefault(seed, []).append(wj.name)
+            if wj.name not in names:
+                names.add(wj.name)
+                p.jobs.append(Job(wj.name, wj.fn, wj.args, (), logs / f"{wj.name}.log"))
+    order = {n: i for i, n in enumerate(p.plan.start_order)}
+    rows = sorted(p.rows, key=lambda r: order.get(r.row.name, len(order)))
+    for r in rows:
+        name = f"{r.instance}/{r.row.name}"
+        if r.result is not None:
+            p.done[name] = r.result.metrics
+            continue
+        waits = early.get(r.row.seed, []) + ([] if r.row.base_only else late.get(r.row.seed, []))
+        after = tuple(waits) + tuple(f"{r.instance}/{n}" for n in r.row.needs)
+        meta = {
+            "row": r.row.name,
+            "seed": r.row.seed,
+            "instance": r.instance,
+            "stage": r.row.stage,
+            "world": p.world.get("name"),
+            "key": r.key,
+            "overrides": [a for a in r.args if not a.startswith(UNKEYED_OVERRIDES)],
+        }
+        log = r.dir / "log.txt"
+        p.jobs.append(Job(name, run_row, (r.row.stage, r.args, str(r.dir), meta), after, log))
+
+
+def report_of(p: Planned, cfg: DictConfig, world_text: str, times: Mapping[str, float]) -> Report:
+    runs: dict[str, list[Run]] = {}
+    commands: dict[str, str] = {}
+    for r in p.rows:
+        res = r.result or load(r.dir)
+        for alias, target in p.wplan.alias.items():
+            if target == r.row.name and res is not None:
+                runs.setdefault(alias, []).append(
+                    Run(r.dir, {}, {"row": alias, "world": str(r.row.seed)}, res.metrics)
+                )
+        commands.setdefault(
+            r.row.name,
+            f"python -m ssah.{r.row.stage} "
+            + " ".join(a for a in r.args if not a.startswith(UNKEYED_OVERRIDES)),
+        )
+        if res is not None:
+            runs.setdefault(r.row.name, []).append(
+                Run(r.dir, {}, {"row": r.row.name, "world": str(r.row.seed)}, res.metrics)
+            )
+    cols = [Column(h, k, s) for h, k, s in p.wplan.columns]
+    inst = sorted({r.instance for r in p.rows})
+    intro = (
+        f"Plan `{p.plan.name}` on world `{p.world.get('name')}`, instances {', '.join(inst)}. "
+        "Rates in %, each cell the mean over the instances that ran the row with its 95% interval "
+        "(one instance: its Wilson interval; several: Student t across instances, never narrower "
+        "than the Wilson interval of the pooled prompts); n = instances. Paired tests: exact "
+        "McNemar on the same prompts, stratified by instance. A row's results (metrics.json, "
+        f"records, logs) are under `{Path(str(cfg.results))}/`; the command of every row is listed "
+        "at the end."
+    )
+    avg = [str(x) for x in p.wplan.vars.get("avg_over", [])]
+    return Report(
+        f"ssah: the paper in miniature on {p.world.get('name')}",
+        intro,
+        runs,
+        cols,
+        world_text,
+        avg,
+        dict(times),
+        commands,
+    )
+
+
+def write_report(
+    p: Planned, cfg: DictConfig, out: Path, times: Mapping[str, float]
+) -> tuple[Path, dict[str, float]]:
+    """report.md in the run dir, links to the rows' result dirs, and the claims' numbers."""
+    from ssah.io import atomic_write_text
+
+    rep = report_of(p, cfg, p.module.describe(p.world), times)
+    claims = [_spell_claim(c, p.wplan.vars) for c in p.plan.claims]
+    for r in p.rows:
+        link = out / r.instance / r.row.name
+        if r.dir.exists() and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(r.dir.resolve(), target_is_directory=True)
+    text = render(p.plan.tables, claims, rep, p.tables_on)
+    return atomic_write_text(out / "report.md", text), claim_metrics(claims, rep)
+
+
+def _spell_claim(c: Mapping[str, Any], vars_: Mapping[str, Any]) -> dict[str, Any]:
+    m = str(c.get("metric", ""))
+    if m.startswith("@{") and m.endswith("}"):
+        m = str(vars_.get(m[2:-1], m))
+    return {**c, "metric": m}
+
+
+def summary(p: Planned, claims: Mapping[str, float]) -> dict[str, Any]:
+    """The plan run's metrics.json: every row's numbers as <instance>/<row>/<key>, the claims."""
+    out: dict[str, Any] = {}
+    for r in p.rows:
+        res = r.result or load(r.dir)
+        if res is None:
+            continue
+        for k, v in res.metrics.items():
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[f"{r.instance}/{r.row.name}/{k}"] = v
+    out.update(claims)
+    return out
+
+
+def status_line(p: Planned) -> str:
+    todo = [j for j in p.jobs if j.fn is run_row]
+    return f"{len(p.rows)} rows, {len(p.rows) - len(todo)} done already, {len(todo)} to run"
+
+
+def dump_jobs(p: Planned, path: Path) -> None:
+    """The job graph as JSON (what runs, what it waits for): for reading and for tests."""
+    rows = [
+        {"job": j.name, "after": list(j.after), "log": str(j.log) if j.log else None}
+        for j in p.jobs
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+Say = Callable[[str], None]
+
+
+def now() -> float:
+    return time.perf_counter()

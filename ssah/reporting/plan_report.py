@@ -1,0 +1,239 @@
+"""A plan's report from any set of row results: the claims, then each table of conf/plan/.
+
+Rows are aggregated over the instances (seeds, toy worlds) that ran them with the code that
+serves `python -m ssah.report` (ssah.reporting.aggregate): one instance keeps its own Wilson
+intervals, several get the mean with a Student-t interval never narrower than the pooled
+Wilson one. Paired tests (row vs the table's reference, and the claims) are exact McNemar
+tests on the same prompts, stratified by instance (ssah.stats.stratified_paired). A table is
+rendered by its `kind` (KINDS below): adding a table is a conf entry, plus a renderer when no
+kind fits.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ssah.reporting.aggregate import Row, make_row
+from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
+from ssah.reporting.collect import Run
+from ssah.reporting.tables import Column, md
+from ssah.stats import stratified_paired
+
+CATEGORIES = ("SCU", "UCU", "CU", "RU")
+
+
+@dataclass
+class Report:
+    """What a plan's report is made of: per row the instances' runs, the world's parts."""
+
+    title: str
+    intro: str
+    runs: dict[str, list[Run]]  # row -> one Run per instance that finished it
+    columns: list[Column]
+    world_text: str = ""
+    avg_over: list[str] = field(default_factory=list)
+    times: dict[str, float] = field(default_factory=dict)  # row/instance -> seconds
+    commands: dict[str, str] = field(default_factory=dict)  # row -> stage command
+
+    def row(self, name: str) -> Row | None:
+        members = self.runs.get(name)
+        if not members:
+            return None
+        r = make_row(name, members, ["world"])
+        r.settings = {"row": name}
+        return r
+
+
+def paired_cell(rep: Report, ref: str, row: str, key: str) -> str:
+    """Exact McNemar of `row` vs `ref` on the same prompts (suite/judge of `key`),
+    stratified by instance: `+12.0 pp [+3.1, +20.9], p=0.003`."""
+    parts = key.split("/")
+    if len(parts) != 4 or parts[:2] != ["safety", "asr"]:
+        return "-"
+    suite, judge = parts[2], parts[3]
+    by_seed_a = {r.settings.get("world"): r for r in rep.runs.get(ref, [])}
+    strata = []
+    for rb in rep.runs.get(row, []):
+        ra = by_seed_a.get(rb.settings.get("world"))
+        if ra is None:
+            continue
+        fa, fb = _flags(ra, suite, judge), _flags(rb, suite, judge)
+        ids = sorted(set(fa) & set(fb))
+        if ids:
+            strata.append(([fa[i] for i in ids], [fb[i] for i in ids]))
+    if not strata:
+        return "-"
+    t = stratified_paired(strata)
+    return f"{100 * t.diff:+.1f} pp [{100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}], p={t.p:.3g}"
+
+
+def _flags(run: Run, suite: str, judge: str) -> dict[int, float]:
+    return {
+        int(r["prompt_id"]): float(bool(r[f"judge/{judge}"]))
+        for r in run.records
+        if r.get("suite") == suite and f"judge/{judge}" in r and "prompt_id" in r
+    }
+
+
+def _cols(spec: Mapping[str, Any], rep: Report) -> list[Column]:
+    extra = [Column(str(h), str(k), float(s)) for h, k, s in spec.get("extra") or ()]
+    return [*extra, *rep.columns]
+
+
+def safety(spec: Mapping[str, Any], rep: Report) -> str:
+    """One line per row that ran: n, the world's columns, the paired test vs `ref`."""
+    got = [(str(label), rep.row(str(name)), str(name)) for label, name in spec.get("rows") or ()]
+    got = [(label, r, name) for label, r, name in got if r is not None]
+    if not got:
+        return ""
+    cols = [c for c in _cols(spec, rep) if any(c.key in r.metrics for _, r, _ in got)]
+    ref = spec.get("ref")
+    ref = ref if ref and ref in rep.runs else None
+    key = rep.columns[0].key if rep.columns else ""
+    head = ["row", "n", *(c.header for c in cols)]
+    head += (
+        [f"vs {ref} ({key.split('/')[2]}, {key.split('/')[-1]})"]
+        if ref and key.count("/") == 3
+        else []
+    )
+    body = []
+    for label, r, name in got:
+        cells = [label, str(r.n), *(c.cell(r.metrics) for c in cols)]
+        if len(head) > len(cols) + 2:
+            cells.append("ref" if name == ref else paired_cell(rep, ref, name, key))
+        body.append(cells)
+    text = md(head, body)
+    for a, b in spec.get("pairs") or ():
+        if a in rep.runs and b in rep.runs:
+            text += f"\n{b} vs {a}: {paired_cell(rep, str(a), str(b), key)}\n"
+    return text
+
+
+def categories(spec: Mapping[str, Any], rep: Report) -> str:
+    cols = [
+        Column(f"{c} {w} %", f"score/{w}_share/{c.lower()}", 100)
+        for w in ("units", "params")
+        for c in CATEGORIES
+    ]
+    got = [(str(label), rep.row(str(name))) for label, name in spec.get("rows") or ()]
+    got = [(label, r) for label, r in got if r is not None]
+    if not got:
+        return ""
+    body = [[label, str(r.n), *(c.cell(r.metrics) for c in cols)] for label, r in got]
+    return md(["row", "n", *(c.header for c in cols)], body)
+
+
+def probe(spec: Mapping[str, Any], rep: Report) -> str:
+    cols = [
+        Column("aligned gap", "probe/aligned/gap_mean", 1),
+        Column("base gap", "probe/base/gap_mean", 1),
+        Column("aligned - base", "probe/gap_difference", 1),
+    ]
+    got = [(str(label), rep.row(str(name)), str(name)) for label, name in spec.get("rows") or ()]
+    got = [x for x in got if x[1] is not None]
+    if not got:
+        return ""
+    cols = [c for c in cols if any(c.key in r.metrics for _, r, _ in got)]
+    body = [[label, str(r.n), *(c.cell(r.metrics) for c in cols)] for label, r, _ in got]
+    figs = [f"![probe]({_link(rep, name, 'probe_distances.png')})" for _, _, name in got[:1]]
+    return md(["row", "n", *(c.header for c in cols)], body) + "\n" + "\n".join(figs) + "\n"
+
+
+def transfer(spec: Mapping[str, Any], rep: Report) -> str:
+    """The first instance's transition tables (markdown the transfer stage wrote)."""
+    parts = []
+    for label, name in spec.get("rows") or ():
+        runs = rep.runs.get(str(name))
+        if not runs:
+            continue
+        table = runs[0].path / "transfer.md"
+        if table.is_file():
+            parts.append(
+                f"### {label}\n\n{table.read_text()}\n![{name}]({_link(rep, str(name), 'transfer.png')})\n"
+            )
+    return "\n".join(parts)
+
+
+def world(spec: Mapping[str, Any], rep: Report) -> str:
+    return rep.world_text
+
+
+def _link(rep: Report, row: str, file: str) -> str:
+    runs = rep.runs.get(row)
+    return str(runs[0].path / file) if runs else file
+
+
+KINDS: dict[str, Callable[[Mapping[str, Any], Report], str]] = {
+    "safety": safety,
+    "categories": categories,
+    "probe": probe,
+    "transfer": transfer,
+    "world": world,
+}
+
+
+def claims_section(claims: Sequence[Mapping[str, Any]], rep: Report) -> str:
+    rows = [r for r in (rep.row(n) for n in rep.runs) if r is not None]
+    results = [r for r in evaluate_all(list(claims), rows, rep.avg_over) if r.verdict != NOT_RUN]
+    if not results:
+        return ""
+    return "## Claims\n\n" + claims_markdown(results) + "\n" + CLAIMS_NOTE
+
+
+def claim_metrics(claims: Sequence[Mapping[str, Any]], rep: Report) -> dict[str, float]:
+    """claims/<id>/{effect,ci_low,ci_high,p,supported} for the run's metrics.json."""
+    rows = [r for r in (rep.row(n) for n in rep.runs) if r is not None]
+    out: dict[str, float] = {}
+    for c in evaluate_all(list(claims), rows, rep.avg_over):
+        if c.verdict == NOT_RUN:
+            continue
+        key = f"claims/{c.claim.id}"
+        out.update(
+            {f"{key}/effect": c.effect, f"{key}/ci_low": c.ci_low, f"{key}/ci_high": c.ci_high}
+        )
+        out.update({f"{key}/p": c.p, f"{key}/supported": float(c.verdict == "supported")})
+    return out
+
+
+def time_section(rep: Report) -> str:
+    if not rep.times:
+        return ""
+    total = sum(rep.times.values())
+    per = ", ".join(f"{k} {v / 60:.1f}" for k, v in rep.times.items())
+    return f"## Where the time went\n\n{total / 60:.1f} row-minutes. Per row (min): {per}.\n"
+
+
+def render(
+    tables: Sequence[Mapping[str, Any]],
+    claims: Sequence[Mapping[str, Any]],
+    rep: Report,
+    switched_on: Mapping[str, bool],
+) -> str:
+    parts = [f"# {rep.title}\n", f"{time.strftime('%Y-%m-%d %H:%M')}. {rep.intro}\n"]
+    c = claims_section(claims, rep)
+    parts += [c] if c else []
+    for spec in tables:
+        if not switched_on.get(str(spec["id"]), True):
+            continue
+        body = KINDS[str(spec.get("kind", "safety"))](spec, rep)
+        if not body:
+            continue
+        parts += [f"## {spec['title']}\n", body]
+        parts += [f"{spec['note']}\n"] if spec.get("note") else []
+        parts += [f"Paper: {spec['paper']}.\n"] if spec.get("paper") else []
+    if rep.commands:
+        parts += [
+            "## Commands\n",
+            "\n".join(f"- `{r}`: `{c}`" for r, c in rep.commands.items()) + "\n",
+        ]
+    t = time_section(rep)
+    parts += [t] if t else []
+    return "\n".join(parts)
+
+
+def run_of(path: Path, metrics: dict[str, Any], row: str, seed: int) -> Run:
+    return Run(path, {}, {"row": row, "world": str(seed)}, metrics)

@@ -1,0 +1,74 @@
+"""The smollm2 world behind the world interface (ssah/worlds/base.py): the base model and
+prompt sets are built in the plan's own process (the base model's answers are shared by
+`workers` processes), the aligned model is a job that rows on it wait for, so rows that read
+only the base model run beside the alignment."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from omegaconf import DictConfig
+
+from ssah.worlds.base import WorldJob
+from ssah.worlds.smollm2.paths import config_of, locate, plain
+
+
+def needed(cfg: DictConfig) -> list[str]:
+    from ssah.worlds.smollm2.world import needed as missing
+
+    return missing(cfg)
+
+
+def ensure(cfg: DictConfig, missing: list[str]) -> None:
+    from ssah.worlds.smollm2.world import ensure as build
+
+    build(config_of(cfg), upto=missing[-1])
+
+
+def prepare(world: dict[str, Any], workers: int) -> None:
+    from ssah.worlds.smollm2.world import ensure as build
+
+    build({**plain(world), "workers": workers}, upto="data")
+
+
+def align(world: dict[str, Any]) -> dict[str, Any]:
+    """In a worker: the world's aligned model (built once, cached); its DONE record."""
+    from ssah.worlds.smollm2.world import ensure as build
+
+    build(world)
+    return json.loads((locate(world).dir("aligned") / "DONE").read_text())
+
+
+def jobs(world: dict[str, Any], seed: int) -> list[WorldJob]:
+    return [WorldJob("world_aligned", align, (plain(world),), early=False)]
+
+
+def values(world: dict[str, Any], seed: int, plan: DictConfig) -> dict[str, Any]:
+    w = plain(world)
+    return {
+        "world_align_seed": w["align"]["seed"],
+        "world_align_overrides": list(w["align"]["overrides"]),
+        "world_data": str(locate(w).path("data")),
+    }
+
+
+def describe(world: dict[str, Any]) -> str:
+    """The aligned model, how it was trained, its validation numbers, the data's manifest."""
+    from ssah.reporting.format import rate
+
+    w = locate(plain(world))
+    done_file = w.dir("aligned") / "DONE"
+    if not done_file.is_file():
+        return "- (not aligned yet)\n"
+    done = json.loads(done_file.read_text())
+    val = done.get("val", {})
+    return (
+        f"Aligned model: `{w.dir('aligned')}/model`. Alignment (full SFT with `ssah.train`, "
+        f"{done.get('train_s', 0):.0f} s): `python -m ssah.train "
+        f"{' '.join(done.get('overrides', []))}`.\n\nValidation split (held-out AdvBench, "
+        f"validation benign prompts) of the aligned model: ASR "
+        f"{rate(val, 'safety/asr/direct/keyword')}, over-refusal "
+        f"{rate(val, 'safety/over_refusal')}. Sources and licences: "
+        f"`{w.path('data') / 'manifest.json'}`.\n"
+    )

@@ -1,0 +1,329 @@
+"""The plan runner: the plan as data (refused in one line when wrong), content keys that
+travel across machines, rows that run once and accumulate, a throw-away world added with one
+conf file and one module, the hub plan dry-run on the local executor, and the SLURM executor
+(a mocked submitit: no cluster)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ssah.config import compose
+from ssah.errors import SsahError
+from ssah.plan.spec import Plan, WorldPlan, enabled_rows, expand, spell
+from ssah.plan.store import content_key, scan
+from ssah.procs import Job
+
+WORLD = {
+    "seeds": [0],
+    "stage_overrides": {"evaluate": ["toy=@{toy}"]},
+    "vars": {"toy": "tiny", "many": ["a=1", "b=@{seed}"]},
+    "tables": {"t": True},
+}
+
+
+def _plan(rows: dict) -> Plan:
+    return Plan.from_cfg({"name": "p", "rows": rows})
+
+
+def test_a_bad_plan_is_refused_in_one_line() -> None:
+    with pytest.raises(SsahError, match=r"row 'b' needs \['zz'\]"):
+        _plan({"a": {"stage": "score"}, "b": {"stage": "score", "needs": ["zz"]}})
+    with pytest.raises(SsahError, match="circle"):
+        _plan({"a": {"stage": "score", "needs": ["b"]}, "b": {"stage": "score", "needs": ["a"]}})
+    with pytest.raises(SsahError, match="stage 'nope'"):
+        _plan({"a": {"stage": "nope"}})
+    plan = _plan(
+        {
+            "a": {"stage": "score", "table": "t"},
+            "b": {"stage": "prune", "table": "t", "needs": ["a"]},
+        }
+    )
+    world = WorldPlan.from_cfg(WORLD)
+    with pytest.raises(SsahError, match=r"rows: unknown row\(s\) \['c'\]"):
+        enabled_rows(plan, world, {}, ["c"])
+    with pytest.raises(SsahError, match="unknown table switch"):
+        enabled_rows(plan, world, {"nope": False}, None)
+    assert enabled_rows(plan, world, {}, ["b"]) == ["a", "b"]  # a row pulls in what it needs
+    assert enabled_rows(plan, world, {"t": False}, None) == []
+
+
+def test_values_are_spelled_and_lists_spliced() -> None:
+    vals = {"many": ["a=1", "b=@{seed}"], "seed": 3, "x": "@{seed}"}
+    assert spell(["@{many}", "c=@{x}", "d=@{row}/f"], vals, {"row"}, "w") == [
+        "a=1",
+        "b=3",
+        "c=3",
+        "d=@{row}/f",
+    ]
+    with pytest.raises(SsahError, match=r"@\{nope\} is neither"):
+        spell(["k=@{nope}"], vals, set(), "plan row 'r'")
+    plan = _plan({"a": {"stage": "evaluate", "overrides": ["x=@{b}"]}, "b": {"stage": "score"}})
+    with pytest.raises(SsahError, match=r"@\{b\}"):
+        expand(plan, WorldPlan.from_cfg(WORLD), ["a"], 0, {})
+
+
+def test_content_key_ignores_where_outputs_go_and_the_logger(tmp_path: Path, monkeypatch) -> None:
+    def key(outputs: Path, *extra: str) -> str:
+        monkeypatch.setenv("SSAH_OUTPUTS", str(outputs))
+        return content_key("train", compose("train", ["toy=tiny", "freeze=none", *extra]))
+
+    a = key(tmp_path / "here")
+    assert a == key(tmp_path / "another/machine", "threads=3", "logger=csv")
+    assert a != key(tmp_path / "here", "seed=1")
+    assert a != key(tmp_path / "here", "toy.seed=1")  # another world: its model path differs
+
+
+def _toy_plan(tmp_path: Path, *extra: str):
+    return compose(
+        "plan",
+        [
+            "world=toy",
+            "world.plan.vars.toy=tiny",
+            "seeds=[0,1]",
+            "ft_steps=2",
+            "world.plan.vars.align_overrides=[trainer.max_steps=2]",
+            "stage_logger=csv",
+            "tables.transfer=false",
+            "tables.probe=false",
+            # the tiny aligned model never refuses: score it on the data's refusals
+            "world.plan.vars.score_overrides=[scoring.calibration.safety.response=field,"
+            "'scoring.calibration.safety.columns={refusal:response}']",
+            f"results={tmp_path / 'results'}",
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_toy_plan_runs_once_accumulates_and_reports(tiny_toy, tmp_path: Path) -> None:
+    """Two tiny toy worlds: claims first, rows aggregated over worlds; a re-run runs nothing;
+    a row whose result was lost (an interrupted run) is the only one run again."""
+    from ssah.plan.__main__ import run
+
+    rows = "rows=[prune_scu,prune_dense,prune_random,ft_benign_none,ft_benign_scu_all_cu]"
+    summary = run(_toy_plan(tmp_path, rows), tmp_path / "run1")
+    report = (tmp_path / "run1" / "report.md").read_text()
+    assert report.index("## Claims") < report.index("## Table 1")
+    assert "pruning SCU raises ASR" in report and "Tables 2/3" in report
+    key = "world0/prune_scu/safety/asr/direct/keyword"
+    assert 0.0 <= summary[key] <= 1.0 and "world1/prune_scu/safety/asr/direct/keyword" in summary
+    assert "claims/t1_scu_asr/ci_low" in summary
+    done = scan(tmp_path / "results")
+    assert len(done) == 2 * 6  # 5 rows + the scoring they need, in each of 2 worlds
+    assert (tmp_path / "run1" / "world1" / "prune_scu" / "metrics.json").is_file()
+    assert all((r.dir / "outcomes.jsonl").is_file() for r in done if r.row.startswith("prune"))
+    metas = {r.dir: (r.dir / "meta.json").stat().st_mtime_ns for r in done}
+    lost = next(r.dir for r in done if r.row == "prune_dense" and r.seed == 1)
+    (lost / "meta.json").unlink()  # as if the run had been killed during this row
+    run(_toy_plan(tmp_path, rows), tmp_path / "run2")
+    again = {r.dir: (r.dir / "meta.json").stat().st_mtime_ns for r in scan(tmp_path / "results")}
+    assert [d for d in again if again[d] != metas.get(d)] == [lost]  # nothing else recomputed
+    # the report from the results alone (e.g. copied from another machine): same numbers
+    copy = tmp_path / "copied"
+    run(_toy_plan(tmp_path, rows, "export=" + str(copy)), tmp_path / "run3")
+    only = run(_toy_plan(tmp_path, rows, f"results={copy}", "report_only=true"), tmp_path / "run4")
+    assert only[key] == summary[key]
+
+
+@pytest.mark.slow
+def test_a_throwaway_world_is_one_conf_file_and_one_module(
+    tiny_toy, tmp_path: Path, monkeypatch
+) -> None:
+    """A world defined outside ssah (a conf file on Hydra's search path, a module on
+    sys.path) runs a two-row plan; its build job runs before the rows that read it."""
+    from ssah.plan.__main__ import run
+
+    (tmp_path / "conf" / "world").mkdir(parents=True)
+    (tmp_path / "conf" / "world" / "scratch.yaml").write_text(
+        textwrap.dedent("""\
+        name: scratch
+        module: scratch_world
+        plan:
+          seeds: [0]
+          fresh_process: false
+          logger: null
+          tables: {baseline: true, scoring: true}
+          stage_overrides:
+            evaluate: [toy=tiny, "@{marker}"]
+            score: [toy=tiny, scoring.calibration.safety.response=field,
+                    "scoring.calibration.safety.columns={refusal:response}"]
+          vars: {evaluate_overrides: [], score_overrides: [], base_model: toy_base,
+                 asr: safety/asr/direct/keyword, asr_avg: safety/asr/direct/keyword}
+          columns: [[ASR, safety/asr/direct/keyword, 100]]
+        """)
+    )
+    (tmp_path / "scratch_world.py").write_text(
+        textwrap.dedent("""\
+        from pathlib import Path
+        from ssah.worlds.base import WorldJob
+
+        def needed(cfg): return []
+        def ensure(cfg, missing): pass
+        def prepare(world, workers): pass
+        def touch(path):
+            Path(path).write_text("built")
+            return {"dir": path}
+        def jobs(world, seed):
+            return [WorldJob("scratch_build", touch, (world["plan"]["vars"]["marker_file"],))]
+        def values(world, seed, plan):
+            return {"marker": "seed=7"}
+        def describe(world): return "a scratch world"
+        """)
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marker = tmp_path / "built.txt"
+    cfg = compose(
+        "plan",
+        [
+            f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "world=scratch",
+            f"+world.plan.vars.marker_file={marker}",
+            "rows=[aligned,score_aligned]",
+            f"results={tmp_path / 'results'}",
+            "stage_logger=csv",
+        ],
+    )
+    summary = run(cfg, tmp_path / "run")
+    assert marker.read_text() == "built"
+    assert "seed0/aligned/safety/asr/direct/keyword" in summary
+    assert "seed0/score_aligned/score/units_share/scu" in summary
+    assert {r.row for r in scan(tmp_path / "results")} == {"aligned", "score_aligned"}
+
+
+@pytest.mark.slow
+def test_hub_plan_dry_runs_on_a_standin_locally(tmp_path: Path, outputs_dir: Path) -> None:
+    """The paper's plan on Llama-2-7B-chat's stand-in (world=hub standin=true): scoring, a
+    pruning row and a frozen fine-tuning row, each through its stage door."""
+    from ssah.plan.__main__ import run
+
+    cfg = compose(
+        "plan",
+        [
+            "world=hub",
+            "model=llama2_7b_chat",
+            "standin=true",
+            "rows=[prune_scu,ft_benign_scu_all_cu]",
+            "stage_logger=csv",
+            f"results={tmp_path / 'results'}",
+        ],
+    )
+    summary = run(cfg, tmp_path / "run")
+    assert "seed0/prune_scu/prune/params_fraction" in summary
+    assert summary["seed0/ft_benign_scu_all_cu/freeze/frozen_params_fraction"] > 0
+    jobs = json.loads((tmp_path / "run" / "jobs.json").read_text())
+    after = {j["job"]: j["after"] for j in jobs}
+    assert after["seed0/prune_scu"] == ["seed0/score_aligned"]
+
+
+def _ok(x: int) -> int:
+    return x
+
+
+def _boom() -> None:
+    raise RuntimeError("boom")
+
+
+class _FakeJob:
+    """A submitted job that ran at submission (no cluster): its result or its error."""
+
+    def __init__(self, job_id: int, fn, args) -> None:
+        self.job_id = job_id
+        try:
+            self._result, self._error = fn(*args), None
+        except Exception as e:  # noqa: BLE001
+            self._result, self._error = None, e
+
+    def done(self) -> bool:
+        return True
+
+    def result(self):
+        if self._error:
+            raise self._error
+        return self._result
+
+
+class _FakeExecutor:
+    """submitit.AutoExecutor's surface, recording the parameters it was given."""
+
+    params: dict = {}
+
+    def __init__(self, folder: str, cluster=None) -> None:
+        self.n = 0
+
+    def update_parameters(self, **kw) -> None:
+        _FakeExecutor.params.update(kw)
+
+    def submit(self, fn, *args):
+        self.n += 1
+        return _FakeJob(100 + self.n, fn, args)
+
+
+def test_slurm_executor_submits_a_row_once_its_needs_finished(tmp_path: Path, monkeypatch) -> None:
+    import submitit
+
+    from ssah.plan.slurm import executor_params, run_on_slurm
+
+    monkeypatch.setattr(submitit, "AutoExecutor", _FakeExecutor)
+
+    jobs = [
+        Job("a", _ok, (1,)),
+        Job("b", _ok, (2,), ("a",)),
+        Job("c", _boom, (), ("a",)),
+        Job("d", _ok, (4,), ("c",)),
+    ]
+    seen: list[str] = []
+    with pytest.raises(SsahError, match="job c failed: RuntimeError: boom"):
+        run_on_slurm(
+            jobs,
+            tmp_path,
+            {"partition": "gpu", "timeout_min": 5},
+            {},
+            lambda n, r: seen.append(n),
+            say=lambda m: None,
+            poll_s=0,
+        )
+    record = json.loads((tmp_path / "slurm_jobs.json").read_text())
+    assert [r["row"] for r in record] == ["a", "b", "c"]  # d waits for c, which failed
+    assert record[1]["after"] == ["a"] and seen == ["a", "b"]
+    assert [r["job_id"] for r in record] == ["101", "102", "103"]
+    assert (
+        _FakeExecutor.params["slurm_partition"] == "gpu"
+        and _FakeExecutor.params["timeout_min"] == 5
+    )
+    assert executor_params({"partition": "gpu", "qos": None, "gpus_per_node": 4}) == {
+        "slurm_partition": "gpu",
+        "gpus_per_node": 4,
+    }
+
+
+def test_unknown_world_and_bad_row_override_end_in_one_line(
+    tmp_path: Path, outputs_dir: Path
+) -> None:
+    import subprocess
+
+    for args, needle in (
+        (["world=nope"], "world/nope"),
+        (["rows=[nope]"], "unknown row(s) ['nope']"),
+        (["rows=[aligned]", "world.plan.vars.toy=nope"], "row aligned (world0"),
+    ):
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "ssah.plan",
+                *args,
+                f"hydra.run.dir={tmp_path / 'r'}",
+                f"results={tmp_path}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        err = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
+        assert any(needle in ln for ln in err), r.stderr

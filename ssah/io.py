@@ -7,6 +7,7 @@ serialises "check the cache, else compute and write it" across processes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -78,3 +79,31 @@ def cache_lock(path: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def file_sizes(root: str | Path) -> dict[str, int]:
+    """Every file under `root` (its DONE marker aside) and its size: what a finished cached
+    artifact should still hold (a content key says what was built, not that it is whole)."""
+    root = Path(root)
+    return {
+        str(p.relative_to(root)): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "DONE"
+    }
+
+
+def damage(root: str | Path) -> str | None:
+    """Why the finished artifact in `root` is not whole (a file missing or of another size
+    than its DONE marker recorded), or None; a DONE without sizes (older builds) is trusted."""
+    root = Path(root)
+    try:
+        recorded = json.loads((root / "DONE").read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    for rel, size in (recorded or {}).items():
+        p = root / rel
+        if not p.is_file():
+            return f"{p} is missing"
+        if p.stat().st_size != size:
+            return f"{p} has {p.stat().st_size} bytes, its build wrote {size}"
+    return None

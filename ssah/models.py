@@ -86,14 +86,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+
+
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """Tokenizer with a pad token (EOS when the model has none)."""
     _check_source(cfg.name_or_path)
+    local = Path(cfg.name_or_path).expanduser()
+    if local.is_dir() and not any((local / f).is_file() for f in TOKENIZER_FILES):
+        raise SsahError(
+            f"model.name_or_path={cfg.name_or_path!r} has no tokenizer files "
+            f"({', '.join(TOKENIZER_FILES)}); save the tokenizer beside the model "
+            "(tokenizer.save_pretrained) or point at a complete checkpoint dir."
+        )
     try:
         tok = AutoTokenizer.from_pretrained(
             cfg.name_or_path, trust_remote_code=cfg.trust_remote_code, revision=cfg.revision
         )
-    except OSError as e:
+    except (OSError, AttributeError, ValueError) as e:  # transformers' errors on broken dirs
         raise SsahError(f"cannot load tokenizer {cfg.name_or_path!r}: {_first_line(e)}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

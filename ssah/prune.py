@@ -14,20 +14,17 @@ Paper Table 1: `python -m ssah.prune -m target=dense,scu,ucu,ru,random`.
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ssah.cli import run_dir, stage
 from ssah.errors import SsahError
 from ssah.metrics import write_metrics
 from ssah.models import load_for_stage
-from ssah.reporting.pruning import TABLE1
 from ssah.scoring.calibration import batches, build_set
 from ssah.scoring.categories import unit_z
 from ssah.scoring.outputs import units_for, write_outputs
@@ -121,19 +118,6 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
 
         finish(make_logger(cfg, out_dir), metrics)
     return metrics
-
-
-# ---- paper Table 1 in miniature ------------------------------------------------------------
-def table1(cfg: DictConfig, out_dir: Path, targets: Sequence[str] = TABLE1) -> list[dict[str, Any]]:
-    """Run `run` once per target (scores come from the cache after the first)."""
-    rows = []
-    for t in targets:
-        c = copy.deepcopy(cfg)
-        with open_dict(c):
-            c.target = t
-            c.logger = None
-        rows.append({"target": t, **run(c, Path(out_dir) / t)})
-    return rows
 
 
 @stage("prune")

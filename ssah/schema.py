@@ -23,6 +23,8 @@ from ssah.data.datamodule import TaskConfig
 from ssah.errors import SsahError
 from ssah.models import ModelConfig
 from ssah.module import OptimConfig
+from ssah.scoring.calibration import CalibrationConfig, SetConfig
+from ssah.scoring.categories import Ratios
 
 
 @dataclasses.dataclass
@@ -60,6 +62,10 @@ GROUPS: dict[str, tuple[type, bool]] = {
     "optim": (OptimConfig, True),
     "checkpoint": (CheckpointConfig, True),
     "trainer": (TrainerSchema, False),
+    "scoring.calibration": (CalibrationConfig, False),  # its two sets are checked below
+    "scoring.calibration.safety": (SetConfig, True),
+    "scoring.calibration.utility": (SetConfig, True),
+    "scoring.ratios": (Ratios, True),
 }
 
 
@@ -169,9 +175,11 @@ def validate(cfg: DictConfig) -> None:
         if k in plain and not _accepts(root_hints[k], _resolved(cfg, k)):
             raise SsahError(f"{k}={plain[k]!r} is {_a(plain[k])}; expected {_name(root_hints[k])}.")
     for key, (schema, closed) in GROUPS.items():
-        node = plain.get(key)
-        if isinstance(node, Mapping):
-            check_group(key, _resolved_group(cfg, key, node), schema, closed)
+        node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+        if OmegaConf.is_dict(node):
+            values = OmegaConf.to_container(node, resolve=True)
+            flat = {k: v for k, v in values.items() if not isinstance(v, Mapping)}  # type: ignore[union-attr]
+            check_group(key, flat, schema, closed)
     check_ratios(plain)
     check_wandb_online(plain)
 
@@ -180,9 +188,3 @@ def _resolved(cfg: DictConfig, key: str) -> Any:
     """One value with interpolations resolved (a `${...}` is checked as what it resolves to)."""
     node = cfg[key]
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
-def _resolved_group(cfg: DictConfig, key: str, node: Mapping[str, Any]) -> dict[str, Any]:
-    """A group's values with interpolations resolved (resolvers are pure: nothing is built)."""
-    out = OmegaConf.to_container(cfg[key], resolve=True)
-    return out if isinstance(out, dict) else dict(node)

@@ -86,12 +86,12 @@ def _toy_plan(tmp_path: Path, *extra: str):
             "world.plan.vars.toy=tiny",
             "seeds=[0,1]",
             "ft_steps=2",
-            "world.plan.vars.align_overrides=[trainer.max_steps=2]",
+            "world.plan.vars.align_overrides=['trainer.max_steps=2']",
             "stage_logger=csv",
             "tables.transfer=false",
             "tables.probe=false",
             # the tiny aligned model never refuses: score it on the data's refusals
-            "world.plan.vars.score_overrides=[scoring.calibration.safety.response=field,"
+            "world.plan.vars.score_overrides=['scoring.calibration.safety.response=field',"
             "'scoring.calibration.safety.columns={refusal:response}']",
             f"results={tmp_path / 'results'}",
             *extra,

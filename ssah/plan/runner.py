@@ -117,7 +117,7 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
             try:
                 stage_cfg = compose(row.stage, args)
                 validate(stage_cfg)
-                key = content_key(row.stage, stage_cfg)
+                key = content_key(row.stage, stage_cfg, cfg.results)
             except (SsahError, HydraException) as e:
                 msg = " ".join(str(e).split())
                 raise SsahError(

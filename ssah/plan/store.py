@@ -44,30 +44,34 @@ UNKEYED = (
 FILES = ("metrics.json", "meta.json", "outcomes.jsonl", "config.yaml")
 
 
-def _relative(node: Any, roots: Iterable[str]) -> Any:
+def _relative(node: Any, roots: Iterable[str], name: str) -> Any:
     if isinstance(node, dict):
-        return {k: _relative(v, roots) for k, v in node.items()}
+        return {k: _relative(v, roots, name) for k, v in node.items()}
     if isinstance(node, list):
-        return [_relative(v, roots) for v in node]
+        return [_relative(v, roots, name) for v in node]
     if isinstance(node, str):
         for r in roots:
             if node == r or node.startswith(r + "/"):
-                return "<outputs>" + node[len(r) :]
+                return name + node[len(r) :]
     return node
 
 
-def keyed_config(cfg: DictConfig) -> dict[str, Any]:
-    """The part of a stage config that decides its numbers, with portable paths."""
+def keyed_config(cfg: DictConfig, results: str | Path | None = None) -> dict[str, Any]:
+    """The part of a stage config that decides its numbers, with portable paths: under the
+    outputs dir -> `<outputs>/...`, under the results dir -> `<results>/...` (a needed row's
+    dir still names its key, so keys chain wherever the results are kept)."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
-    roots = [str(Path(str(plain.get("paths", {}).get("outputs", "/nonexistent"))).resolve())]
-    roots.append(str(plain.get("paths", {}).get("outputs", "/nonexistent")))
+    outputs = str(plain.get("paths", {}).get("outputs", "/nonexistent"))
     body = {k: v for k, v in plain.items() if k not in UNKEYED}
-    return _relative(body, roots)
+    if results is not None:
+        body = _relative(body, [str(Path(results).resolve()), str(results)], "<results>")
+    return _relative(body, [str(Path(outputs).resolve()), outputs], "<outputs>")
 
 
-def content_key(stage: str, cfg: DictConfig) -> str:
-    text = json.dumps({"stage": stage, "config": keyed_config(cfg)}, sort_keys=True, default=str)
+def content_key(stage: str, cfg: DictConfig, results: str | Path | None = None) -> str:
+    body = keyed_config(cfg, results)
+    text = json.dumps({"stage": stage, "config": body}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

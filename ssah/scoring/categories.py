@@ -111,17 +111,6 @@ def unit_z(
     return out
 
 
-def standardized(
-    index: UnitIndex,
-    scores: Scores,
-    ddof: int = 1,
-    channels: Channels | None = None,
-    head_z: str = "per_head",
-) -> torch.Tensor:
-    """Flat float64 vector of `unit_z` (the ranking key's parts)."""
-    return index.flatten(unit_z(index, scores, channels, head_z, ddof)).to(torch.float64)
-
-
 def select(key: torch.Tensor, weights: torch.Tensor, ratio: float, highest: bool) -> torch.Tensor:
     """Bool mask of the longest prefix of the ranking whose weight is <= ratio * total."""
     order = torch.sort(-key if highest else key, stable=True).indices

@@ -12,7 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.errors import SsahError
-from ssah.io import CONF_DIR
+from ssah.io import CONF_DIR, damage
 
 RECIPE = "smollm2-v1"  # bump when the code that builds an artifact changes what it builds
 ARTIFACTS = ("base", "data", "aligned")
@@ -48,7 +48,8 @@ class World:
         return self.dir(which) / ("data" if which == "data" else "model")
 
     def built(self, artifact: str) -> bool:
-        return (self.dir(artifact) / "DONE").is_file()
+        """Finished and whole (a damaged artifact is rebuilt at the door)."""
+        return (self.dir(artifact) / "DONE").is_file() and damage(self.dir(artifact)) is None
 
 
 def keys_of(cfg: dict[str, Any]) -> dict[str, str]:

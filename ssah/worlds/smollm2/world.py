@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ssah.io import damage, file_sizes
 from ssah.threads import torch_threads, worker_count
 from ssah.worlds.smollm2.paths import (  # noqa: F401  (re-exported)
     ARTIFACTS,
@@ -60,9 +61,12 @@ def needed(cfg: DictConfig) -> list[str]:
 
 def publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
     """DONE marker last, then one rename; a concurrent build that finished first wins."""
-    (tmp / "DONE").write_text(json.dumps(meta, indent=1) + "\n")
-    if final.exists() and not (final / "DONE").is_file():
-        shutil.rmtree(final, ignore_errors=True)  # left by a killed build
+    (tmp / "DONE").write_text(json.dumps({**meta, "files": file_sizes(tmp)}, indent=1) + "\n")
+    if final.exists() and (not (final / "DONE").is_file() or damage(final)):
+        say(
+            f"[smollm2] {final} was left by a killed build or is damaged ({damage(final)}): replacing it"
+        )
+        shutil.rmtree(final, ignore_errors=True)
     try:
         tmp.rename(final)
     except OSError:
@@ -73,7 +77,7 @@ def publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
 
 def build_artifact(final: Path, body: Callable[[Path], dict[str, Any]]) -> Path:
     """Run `body(tmp_dir)` and publish its dir atomically; returns `final`."""
-    if (final / "DONE").is_file():
+    if (final / "DONE").is_file() and damage(final) is None:
         return final
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.errors import SsahError
+from ssah.io import damage
 
 WHICH = ("base", "aligned", "data", "tokenizer", "root")
 
@@ -37,7 +38,8 @@ class ToyWorld:
 
     @property
     def built(self) -> bool:
-        return (self.root / "DONE").is_file()
+        """Finished and whole (a damaged world is rebuilt at the door)."""
+        return (self.root / "DONE").is_file() and damage(self.root) is None
 
 
 def config_key(cfg: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ssah.data.datamodule import TaskConfig
+from ssah.io import damage, file_sizes
 from ssah.module import OptimConfig
 from ssah.threads import torch_threads
 from ssah.training import fit, quiet_trainer
@@ -38,6 +39,11 @@ def ensure_toy(cfg: DictConfig | dict[str, Any]) -> ToyWorld:
     root = world.root
     if world.built:
         return world
+    broken = damage(root) if (root / "DONE").is_file() else None
+    if broken:
+        log.warning("the toy world in %s is damaged (%s): building it again", root, broken)
+        print(f"[toy] damaged cache: {broken}; building the world again", flush=True)
+        shutil.rmtree(root, ignore_errors=True)
     tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("building the toy world in %s (once; later runs reuse it)", root)
@@ -73,7 +79,7 @@ def build(cfg: dict[str, Any], out: Path) -> None:
     _save(model, tok, out / "aligned")
     stats["build_s"] = time.perf_counter() - t0
     (out / "build.json").write_text(json.dumps({"config": cfg, "stats": stats}, indent=2))
-    (out / "DONE").write_text("ok\n")
+    (out / "DONE").write_text(json.dumps({"files": file_sizes(out)}) + "\n")
 
 
 def model_config(cfg: dict[str, Any], tok: Any) -> LlamaConfig:

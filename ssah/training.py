@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ssah.data.datamodule import ChatDataModule, TaskConfig
+from ssah.errors import SsahError
 from ssah.module import CausalLMModule, OptimConfig
 
 
@@ -39,6 +41,28 @@ def fit(
             out[key] = float(trainer.callback_metrics[key])
     out["train/steps"] = float(trainer.global_step)
     return out
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (oneDNN: AVX512-BF16, AMX, or the
+    AVX-512 core it converts on). Elsewhere torch falls back to slow reference kernels."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(trainer: dict[str, Any]) -> None:
+    """Refuse bfloat16 training on a CPU that would run it slower than float32."""
+    precision = str(trainer.get("precision", "32-true"))
+    accel = str(trainer.get("accelerator", "cpu"))
+    on_cpu = accel == "cpu" or (accel == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("bf16") and not cpu_bf16_supported():
+        raise SsahError(
+            f"trainer.precision={precision}: this CPU has no native bfloat16 matmuls (no "
+            "AVX-512/AMX for oneDNN), so bfloat16 would be slower than float32; use "
+            "trainer.precision=32-true (trainer=cpu)."
+        )
 
 
 def quiet_trainer(max_steps: int, **kwargs: Any) -> pl.Trainer:

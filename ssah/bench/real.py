@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 
@@ -140,14 +141,25 @@ def useful_step_flops(s: Shapes, batch: dict[str, torch.Tensor]) -> float:
     return step_flops(s, batch["attention_mask"].sum(dim=1).tolist())
 
 
+class LossRecorder(pl.Callback):
+    """The training loss of every step (to compare precisions on the same batches)."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        self.losses.append(float(outputs["loss"]))
+
+
 def step_block(
     pristine: torch.nn.Module,
     batches: list[dict[str, torch.Tensor]],
     precision: str,
     units: str,
     out: Path,
-) -> list[float]:
-    """Seconds of each step after the first: a fresh copy of the model, the train harness."""
+) -> tuple[list[float], list[float]]:
+    """(seconds of each step after the first, every step's loss): a fresh copy of the model,
+    the train harness."""
     from ssah.bench.freeze import SPECS, StepTimer
     from ssah.freeze import plan
     from ssah.module import CausalLMModule, OptimConfig
@@ -155,12 +167,12 @@ def step_block(
 
     model = copy.deepcopy(pristine)
     fp = plan({**SPECS["scu_all_cu"], "units": units, "verify_every_n_steps": 25}, model, out)
-    timer = StepTimer()
+    timer, losses = StepTimer(), LossRecorder()
     trainer = quiet_trainer(
         len(batches),
         precision=precision,
         gradient_clip_val=1.0,
-        callbacks=[*fp.callbacks, timer],
+        callbacks=[*fp.callbacks, timer, losses],
     )
     model.train()
     trainer.fit(
@@ -168,7 +180,7 @@ def step_block(
         train_dataloaders=DataLoader(batches, batch_size=None),
     )
     fp.after_fit(model)  # also checks that the frozen slices stayed bit-identical
-    return timer.times[1:]
+    return timer.times[1:], losses.losses
 
 
 def finetune_section(
@@ -197,13 +209,16 @@ def finetune_section(
         c[0]: {"mfu": [], "tok_s": [], "s": []} for c in CONFIGS
     }
     pair_rates: list[dict[str, float]] = []
+    losses: dict[str, list[float]] = {}
     model.eval()
     with tempfile.TemporaryDirectory(prefix="ssah-bench-real-") as tmp:
         units = str(synthetic_units(model, Path(tmp) / "units.safetensors", seed=0))
         for i in range(pairs):
             rates: dict[str, float] = {}
             for name, precision, grouped in CONFIGS if i % 2 == 0 else reversed(CONFIGS):
-                times = step_block(model, timed[grouped], precision, units, Path(tmp) / name)
+                times, losses[name] = step_block(
+                    model, timed[grouped], precision, units, Path(tmp) / name
+                )
                 per[name]["s"] += times
                 per[name]["mfu"] += [
                     f / t / 1e9 / best_gflops for f, t in zip(flops[grouped], times, strict=True)
@@ -241,6 +256,13 @@ def finetune_section(
             "grouped": padding_share(timed[True][1:]),
         },
         "tokens_per_timed_step": {"padded": tokens[False], "grouped": tokens[True]},
+        # the same batches from the same weights: how far bf16 autocast moves the loss
+        "losses_by_config": losses,
+        "bf16_loss_max_abs_diff": max(
+            abs(a - b)
+            for x, y in (("fp32_padded", "bf16_padded"), ("fp32_grouped", "bf16_grouped"))
+            for a, b in zip(losses[x], losses[y], strict=True)
+        ),
         "batches_per_epoch": len(epochs[False]),
         "records": len(rows),
         "batch_size": bs,

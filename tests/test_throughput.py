@@ -208,3 +208,42 @@ def test_flop_count_matches_the_models_linear_layers():
     body = 2 * weights - 2 * s.hidden * s.vocab
     head = 2 * s.hidden * s.vocab
     assert generation_flops(s, [3], 2) == 3 * body + attn * 6 + head + body + head + attn * 4
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fused_adamw_keeps_frozen_units_and_trains_like_the_default(tmp_path, precision):
+    """optim.fused=true, with gradient clipping, in float32 and under bf16 autocast: the fused
+    kernel is really used, frozen slices stay bit-identical, and the weights end within float
+    rounding of the default AdamW's."""
+    from ssah.freeze import plan
+    from ssah.freeze.synthetic import synthetic_units
+
+    units = str(synthetic_units(tiny_pair(seed=5)[0], tmp_path / "u.safetensors", seed=1))
+    out = {}
+    for fused in (False, True):
+        model, _ = tiny_pair(seed=5)
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        fp = plan(
+            {"spec": "t", "mode": "freeze", "units": units, "categories": ["SCU", "CU"]},
+            model,
+            tmp_path / f"{precision}{fused}",
+        )
+        module = CausalLMModule(
+            model, OptimConfig(lr=1e-2, weight_decay=0.1, warmup_steps=0, fused=fused)
+        )
+        trainer = quiet_trainer(
+            3, precision=precision, gradient_clip_val=1.0, callbacks=fp.callbacks
+        )
+        model.train()
+        trainer.fit(module, train_dataloaders=_loader())
+        assert trainer.optimizers[0].defaults["fused"] is (True if fused else None)
+        fp.after_fit(model)  # raises if a frozen slice moved
+        frozen = fp.callbacks[0].entries
+        assert frozen and all(
+            torch.equal(e.param.index_select(e.dim, e.index), e.saved) for e in frozen
+        )
+        out[fused] = {n: p.detach().clone() for n, p in model.named_parameters()}
+        assert any(not torch.equal(out[fused][n], start[n]) for n in start)  # it trained
+    tol = dict(rtol=1e-4, atol=1e-6) if precision == "32-true" else dict(rtol=2e-2, atol=1e-3)
+    for name, want in out[False].items():
+        torch.testing.assert_close(out[True][name], want, **tol, msg=name)

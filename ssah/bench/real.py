@@ -7,8 +7,10 @@ Sections, all at the threads `make bench` runs with (one, on the shared machine)
 - fine-tuning steps on the world's own benign fine-tuning data (Table 2's task, its batch size
   and max length): forward, backward, AdamW, gradient clipping and the exact-freeze callback
   (scu_all_cu on synthetic units), through the train stage's Lightning harness, in four
-  configurations: float32 or bf16-mixed autocast x batches padded to their longest example
-  (the default order) or length-grouped (task.group_by_length). Blocks of steps alternate in
+  configurations, each adding one option to the one before: the defaults (float32, batches
+  padded to their longest example, torch's default AdamW), bf16-mixed autocast
+  (trainer=cpu_bf16), length-grouped batches (task.group_by_length), fused AdamW
+  (optim.fused). Blocks of steps alternate in
   pairs (the order reversed every other pair); the first step of a block is not timed. MFU =
   FLOPs of the non-padding tokens per second / the best peak. `finetune_step_mfu` is the
   fastest configuration's median; `padding_share` is over a whole epoch of the task.
@@ -45,11 +47,11 @@ from ssah.data.chat import collate, encode_example, encode_prompt
 from ssah.data.sampler import ResumableSampler
 
 TASK = "smollm2_benign"  # Table 2's benign fine-tuning task on the smollm2 world
-CONFIGS = (  # (name, Lightning precision, length-grouped batches)
-    ("fp32_padded", "32-true", False),
-    ("bf16_padded", "bf16-mixed", False),
-    ("fp32_grouped", "32-true", True),
-    ("bf16_grouped", "bf16-mixed", True),
+CONFIGS = (  # (name, Lightning precision, length-grouped batches, fused AdamW): each option added
+    ("fp32_padded", "32-true", False, False),  # the defaults
+    ("bf16_padded", "bf16-mixed", False, False),  # trainer=cpu_bf16
+    ("bf16_grouped", "bf16-mixed", True, False),  # + task.group_by_length=true
+    ("bf16_grouped_fused", "bf16-mixed", True, True),  # + optim.fused=true
 )
 GEN_PROMPTS, GEN_NEW = 32, 32
 
@@ -155,6 +157,7 @@ def step_block(
     pristine: torch.nn.Module,
     batches: list[dict[str, torch.Tensor]],
     precision: str,
+    fused: bool,
     units: str,
     out: Path,
 ) -> tuple[list[float], list[float]]:
@@ -176,7 +179,7 @@ def step_block(
     )
     model.train()
     trainer.fit(
-        CausalLMModule(model, OptimConfig(lr=1e-5, weight_decay=0.1, warmup_steps=0)),
+        CausalLMModule(model, OptimConfig(lr=1e-5, weight_decay=0.1, warmup_steps=0, fused=fused)),
         train_dataloaders=DataLoader(batches, batch_size=None),
     )
     fp.after_fit(model)  # also checks that the frozen slices stayed bit-identical
@@ -222,9 +225,9 @@ def finetune_section(
             peak_list.append(peak)
             best_gflops = peak["best_gflops"]
             rates: dict[str, float] = {}
-            for name, precision, grouped in CONFIGS if i % 2 == 0 else reversed(CONFIGS):
+            for name, precision, grouped, fused in CONFIGS if i % 2 == 0 else reversed(CONFIGS):
                 times, losses[name] = step_block(
-                    model, timed[grouped], precision, units, Path(tmp) / name
+                    model, timed[grouped], precision, fused, units, Path(tmp) / name
                 )
                 per[name]["s"] += times
                 per[name]["mfu"] += [
@@ -251,9 +254,10 @@ def finetune_section(
         "finetune_step_s_by_config": {k: spread(v["s"]) for k, v in per.items()},
         "finetune_step_s": statistics.median(per["fp32_padded"]["s"]),
         "finetune_step_s_spread": spread(per["fp32_padded"]["s"]),
-        "speedup_bf16_over_fp32_padded": ratio("fp32_padded", "bf16_padded"),
-        "speedup_grouped_over_padded_fp32": ratio("fp32_padded", "fp32_grouped"),
-        "speedup_grouped_over_padded_bf16": ratio("bf16_padded", "bf16_grouped"),
+        # tokens/s, each option over the configuration before it, per pair
+        "speedup_bf16_over_fp32": ratio("fp32_padded", "bf16_padded"),
+        "speedup_grouped_over_padded": ratio("bf16_padded", "bf16_grouped"),
+        "speedup_fused_over_foreach": ratio("bf16_grouped", "bf16_grouped_fused"),
         "speedup_best_over_default": ratio("fp32_padded", best),
         "padding_share": {
             "padded": padding_share(epochs[False]),
@@ -267,9 +271,7 @@ def finetune_section(
         # the same batches from the same weights: how far bf16 autocast moves the loss
         "losses_by_config": losses,
         "bf16_loss_max_abs_diff": max(
-            abs(a - b)
-            for x, y in (("fp32_padded", "bf16_padded"), ("fp32_grouped", "bf16_grouped"))
-            for a, b in zip(losses[x], losses[y], strict=True)
+            abs(a - b) for a, b in zip(losses["fp32_padded"], losses["bf16_padded"], strict=True)
         ),
         "batches_per_epoch": len(epochs[False]),
         "records": len(rows),
@@ -278,7 +280,7 @@ def finetune_section(
         "pairs": pairs,
         "steps_timed_per_block": steps,
         "freeze": "scu_all_cu on synthetic units (ssah.freeze.synthetic), exact",
-        "optimizer": "AdamW lr 1e-5 wd 0.1, clip 1.0",
+        "optimizer": "AdamW lr 1e-5 wd 0.1, clip 1.0 (foreach; fused where the name says)",
     }
 
 

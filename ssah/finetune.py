@@ -63,7 +63,10 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         default_root_dir=str(out_dir),
     )
     model.train()
-    metrics: dict[str, Any] = fit(model, tok, task, optim, trainer, ckpt_path=resume)
+    metrics: dict[str, Any] = fit(
+        model, tok, task, optim, trainer, ckpt_path=resume,
+        head_on_labels_only=mcfg.head_on_labels_only,
+    )  # fmt: skip
     metrics["train/resumed_from_step"] = float(started.start_step)
     # FSDP2: every rank helps gather the full weights; rank 0 continues with a plain model.
     model = freezing.gather_full(model, lambda: load_model(mcfg), trainer.global_rank)

@@ -23,10 +23,11 @@ def fit(
     optim: OptimConfig,
     trainer: pl.Trainer,
     ckpt_path: str | Path | None = None,
+    head_on_labels_only: bool = False,
 ) -> dict[str, float]:
     """Train `model` in place on `task` (continuing from `ckpt_path` when given); returns
     final losses and wall time."""
-    module = CausalLMModule(model, optim)
+    module = CausalLMModule(model, optim, head_on_labels_only)
     data = ChatDataModule(tokenizer, task)
     t0 = time.perf_counter()
     trainer.fit(

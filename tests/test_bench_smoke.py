@@ -36,7 +36,8 @@ def test_every_benchmark_runs_tiny(tiny_toy, outputs_dir):
     assert 0 < real["finetune_step_mfu"] <= 1
     assert real["finetune_step_mfu"] == max(real["finetune_step_mfu_by_config"].values())
     assert set(real["finetune_step_mfu_by_config"]) == {
-        "fp32_padded", "bf16_padded", "bf16_grouped", "bf16_grouped_fused"
+        "fp32_padded", "bf16_padded", "bf16_grouped", "bf16_grouped_fused",
+        "bf16_grouped_fused_head",
     }  # fmt: skip
     for key in ("scoring_mfu", "forward_mfu", "generation_mfu"):
         assert 0 < real[key] <= 1, key

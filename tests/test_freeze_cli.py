@@ -88,8 +88,9 @@ def test_ddp_run_keeps_frozen_units_bit_identical(tiny_toy, stage_runner, tmp_pa
 
 
 def test_bf16_grouped_run_keeps_frozen_units_bit_identical(tiny_toy, stage_runner, tmp_path):
-    """The throughput options as a user turns them on (trainer=cpu_bf16 autocast, length-grouped
-    batches): the saved model's frozen slices equal the starting model's, bit for bit."""
+    """Every throughput option as a user turns it on (trainer=cpu_bf16 autocast, length-grouped
+    batches, fused AdamW, the LM head on labelled tokens only): the saved model's frozen slices
+    equal the starting model's, bit for bit."""
     from ssah.training import cpu_bf16_supported
 
     if not cpu_bf16_supported():
@@ -104,6 +105,9 @@ def test_bf16_grouped_run_keeps_frozen_units_bit_identical(tiny_toy, stage_runne
         f"freeze.units={units}",
         "trainer=cpu_bf16",
         "+task.group_by_length=true",
+        "+optim.fused=true",
+        "+model.head_on_labels_only=true",
+        "trainer.gradient_clip_val=1.0",
         "trainer.max_steps=2",
         "optim.weight_decay=0.1",
         "optim.warmup_steps=0",

@@ -247,3 +247,38 @@ def test_fused_adamw_keeps_frozen_units_and_trains_like_the_default(tmp_path, pr
     tol = dict(rtol=1e-4, atol=1e-6) if precision == "32-true" else dict(rtol=2e-2, atol=1e-3)
     for name, want in out[False].items():
         torch.testing.assert_close(out[True][name], want, **tol, msg=name)
+
+
+# ---- the LM head on labelled tokens only ----------------------------------------------------------
+def test_head_on_labels_only_gives_the_models_loss_and_gradients():
+    from ssah.module import labelled_loss
+
+    model, _ = tiny_pair(seed=6)
+    model.train()
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for n_prompt, n_resp in ((5, 3), (2, 8), (7, 1)):
+        ids = torch.randint(3, 300, (n_prompt + n_resp,), generator=g).tolist()
+        rows.append({"input_ids": ids, "labels": [IGNORE] * n_prompt + ids[n_prompt:]})
+    batch = collate(rows, pad_id=0)
+
+    def run(fn):
+        model.zero_grad()
+        loss = fn()
+        loss.backward()
+        return float(loss), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    want_loss, want = run(lambda: model(**batch).loss)
+    got_loss, got = run(lambda: labelled_loss(model, **batch))
+    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-7, msg=name)
+    module = CausalLMModule(model, OptimConfig(), head_on_labels_only=True)
+    assert float(module(**batch)) == pytest.approx(want_loss, rel=1e-6)
+
+
+def test_head_on_labels_only_refuses_a_head_it_would_get_wrong():
+    model, _ = tiny_pair(seed=0)
+    model.config.final_logit_softcapping = 30.0  # Gemma-2 style: not a plain linear head
+    with pytest.raises(SsahError, match="head_on_labels_only.*final_logit_softcapping"):
+        CausalLMModule(model, OptimConfig(), head_on_labels_only=True)

@@ -13,7 +13,9 @@ reach it; 1.0 would mean a step costs only its matmuls at library speed.
 Useful FLOPs count non-padding tokens only: 2 x (weights of every linear) per token, plus the
 causal attention scores and values (2 x 2 x layers x heads x head_dim x t(t+1)/2 per sequence
 of t tokens); a training step is 3x its forward (backward = 2x forward), the usual MFU
-convention (recomputation by activation checkpointing is not useful work).
+convention (recomputation by activation checkpointing is not useful work). In a fine-tuning
+step the LM head counts only on the tokens that have a label: its output on prompt tokens is
+thrown away, so computing it is not useful work either.
 """
 
 from __future__ import annotations
@@ -72,15 +74,21 @@ class Shapes:
         return 2.0 * 2.0 * self.layers * self.heads * self.head_dim * pairs
 
 
-def forward_flops(s: Shapes, lengths: list[int], lm_head: bool = True) -> float:
-    """Useful FLOPs of a forward over sequences of these (non-padding) lengths."""
-    per_token = s.linear_flops_per_token(lm_head)
-    return sum(per_token * t + s.attention_flops(t) for t in lengths)
+def forward_flops(
+    s: Shapes, lengths: list[int], lm_head: bool = True, head_tokens: int | None = None
+) -> float:
+    """Useful FLOPs of a forward over sequences of these (non-padding) lengths; the LM head on
+    every token, or on `head_tokens` tokens in all (a loss needs it on labelled ones only)."""
+    body = s.linear_flops_per_token(lm_head=False)
+    total = sum(body * t + s.attention_flops(t) for t in lengths)
+    if lm_head:
+        total += 2.0 * s.hidden * s.vocab * (sum(lengths) if head_tokens is None else head_tokens)
+    return total
 
 
-def step_flops(s: Shapes, lengths: list[int]) -> float:
+def step_flops(s: Shapes, lengths: list[int], head_tokens: int | None = None) -> float:
     """Useful FLOPs of one training step (forward + backward = 3x the forward)."""
-    return 3.0 * forward_flops(s, lengths)
+    return 3.0 * forward_flops(s, lengths, head_tokens=head_tokens)
 
 
 def generation_flops(s: Shapes, prompt_lengths: list[int], new_tokens: int) -> float:

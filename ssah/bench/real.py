@@ -10,7 +10,8 @@ Sections, all at the threads `make bench` runs with (one, on the shared machine)
   configurations, each adding one option to the one before: the defaults (float32, batches
   padded to their longest example, torch's default AdamW), bf16-mixed autocast
   (trainer=cpu_bf16), length-grouped batches (task.group_by_length), fused AdamW
-  (optim.fused). Blocks of steps alternate in
+  (optim.fused), the LM head on labelled tokens only (model.head_on_labels_only). Blocks of
+  steps alternate in
   pairs (the order reversed every other pair); the first step of a block is not timed. MFU =
   FLOPs of the non-padding tokens per second / the best peak. `finetune_step_mfu` is the
   fastest configuration's median; `padding_share` is over a whole epoch of the task.
@@ -43,15 +44,18 @@ from torch.utils.data import DataLoader
 from ssah.bench.common import BenchError, machine, spread, write
 from ssah.bench.peak import Shapes, forward_flops, generation_flops, peaks, step_flops
 from ssah.bench.scoring import random_batches, scoring_vs_forward
-from ssah.data.chat import collate, encode_example, encode_prompt
+from ssah.data.chat import IGNORE, collate, encode_example, encode_prompt
 from ssah.data.sampler import ResumableSampler
 
 TASK = "smollm2_benign"  # Table 2's benign fine-tuning task on the smollm2 world
-CONFIGS = (  # (name, Lightning precision, length-grouped batches, fused AdamW): each option added
-    ("fp32_padded", "32-true", False, False),  # the defaults
-    ("bf16_padded", "bf16-mixed", False, False),  # trainer=cpu_bf16
-    ("bf16_grouped", "bf16-mixed", True, False),  # + task.group_by_length=true
-    ("bf16_grouped_fused", "bf16-mixed", True, True),  # + optim.fused=true
+# (name, precision, length-grouped batches, fused AdamW, LM head on labels only): each row adds
+# one option to the row before
+CONFIGS = (
+    ("fp32_padded", "32-true", False, False, False),  # the defaults
+    ("bf16_padded", "bf16-mixed", False, False, False),  # trainer=cpu_bf16
+    ("bf16_grouped", "bf16-mixed", True, False, False),  # + task.group_by_length=true
+    ("bf16_grouped_fused", "bf16-mixed", True, True, False),  # + optim.fused=true
+    ("bf16_grouped_fused_head", "bf16-mixed", True, True, True),  # + model.head_on_labels_only
 )
 GEN_PROMPTS, GEN_NEW = 32, 32
 
@@ -140,7 +144,9 @@ def padding_share(batches: list[dict[str, torch.Tensor]]) -> float:
 
 
 def useful_step_flops(s: Shapes, batch: dict[str, torch.Tensor]) -> float:
-    return step_flops(s, batch["attention_mask"].sum(dim=1).tolist())
+    """Non-padding tokens through the body, the LM head on the labelled (shifted) ones."""
+    labelled = int((batch["labels"][:, 1:] != IGNORE).sum())
+    return step_flops(s, batch["attention_mask"].sum(dim=1).tolist(), head_tokens=labelled)
 
 
 class LossRecorder(pl.Callback):
@@ -158,6 +164,7 @@ def step_block(
     batches: list[dict[str, torch.Tensor]],
     precision: str,
     fused: bool,
+    head_on_labels: bool,
     units: str,
     out: Path,
 ) -> tuple[list[float], list[float]]:
@@ -179,7 +186,11 @@ def step_block(
     )
     model.train()
     trainer.fit(
-        CausalLMModule(model, OptimConfig(lr=1e-5, weight_decay=0.1, warmup_steps=0, fused=fused)),
+        CausalLMModule(
+            model,
+            OptimConfig(lr=1e-5, weight_decay=0.1, warmup_steps=0, fused=fused),
+            head_on_labels,
+        ),
         train_dataloaders=DataLoader(batches, batch_size=None),
     )
     fp.after_fit(model)  # also checks that the frozen slices stayed bit-identical
@@ -225,9 +236,11 @@ def finetune_section(
             peak_list.append(peak)
             best_gflops = peak["best_gflops"]
             rates: dict[str, float] = {}
-            for name, precision, grouped, fused in CONFIGS if i % 2 == 0 else reversed(CONFIGS):
+            for name, precision, grouped, fused, head in (
+                CONFIGS if i % 2 == 0 else reversed(CONFIGS)
+            ):
                 times, losses[name] = step_block(
-                    model, timed[grouped], precision, fused, units, Path(tmp) / name
+                    model, timed[grouped], precision, fused, head, units, Path(tmp) / name
                 )
                 per[name]["s"] += times
                 per[name]["mfu"] += [
@@ -258,6 +271,7 @@ def finetune_section(
         "speedup_bf16_over_fp32": ratio("fp32_padded", "bf16_padded"),
         "speedup_grouped_over_padded": ratio("bf16_padded", "bf16_grouped"),
         "speedup_fused_over_foreach": ratio("bf16_grouped", "bf16_grouped_fused"),
+        "speedup_head_on_labels": ratio("bf16_grouped_fused", "bf16_grouped_fused_head"),
         "speedup_best_over_default": ratio("fp32_padded", best),
         "padding_share": {
             "padded": padding_share(epochs[False]),
@@ -272,6 +286,12 @@ def finetune_section(
         "losses_by_config": losses,
         "bf16_loss_max_abs_diff": max(
             abs(a - b) for a, b in zip(losses["fp32_padded"], losses["bf16_padded"], strict=True)
+        ),
+        "head_on_labels_loss_max_abs_diff": max(
+            abs(a - b)
+            for a, b in zip(
+                losses["bf16_grouped_fused"], losses["bf16_grouped_fused_head"], strict=True
+            )
         ),
         "batches_per_epoch": len(epochs[False]),
         "records": len(rows),

@@ -309,9 +309,9 @@ def scoring_section(
     model: torch.nn.Module, s: Shapes, best_gflops: float, pairs: int, batch: int, seq: int
 ) -> dict[str, Any]:
     """WIFV scoring vs a plain forward on random ids (time does not depend on which tokens)."""
-    data = random_batches(2 * batch, seq, batch, s.vocab)
+    data = random_batches(batch, seq, batch, s.vocab)
     res = scoring_vs_forward(model, [data], pairs)
-    lengths = [seq] * (2 * batch)
+    lengths = [seq] * batch
     body = forward_flops(s, lengths, lm_head=False)  # scoring runs the decoder body only
     return {
         "scoring": res,

@@ -28,7 +28,7 @@ class OptimConfig:
     scheduler: str = "cosine"  # any transformers.get_scheduler name
     decay_norms_and_biases: bool = False
     # true: torch's fused AdamW kernel (one pass over each parameter instead of a dozen:
-    # ~0.7 s less per step for 135M parameters on one CPU thread, ssah/bench/README.md). Off by
+    # ~0.6 s less per step for 135M parameters on one CPU thread, ssah/bench/README.md). Off by
     # default: its float rounding differs from the default in the last bits, so results move.
     fused: bool = False
 

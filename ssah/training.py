@@ -54,14 +54,15 @@ def cpu_bf16_supported() -> bool:
 
 
 def check_precision(trainer: dict[str, Any]) -> None:
-    """Refuse bfloat16 training on a CPU that would run it slower than float32."""
+    """Refuse bfloat16 training on a CPU without native bfloat16 kernels (oneDNN's), where
+    torch runs slow reference kernels: the option exists to be faster."""
     precision = str(trainer.get("precision", "32-true"))
     accel = str(trainer.get("accelerator", "cpu"))
     on_cpu = accel == "cpu" or (accel == "auto" and not torch.cuda.is_available())
     if on_cpu and precision.startswith("bf16") and not cpu_bf16_supported():
         raise SsahError(
             f"trainer.precision={precision}: this CPU has no native bfloat16 matmuls (no "
-            "AVX-512/AMX for oneDNN), so bfloat16 would be slower than float32; use "
+            "AVX-512/AMX for oneDNN), so bfloat16 would run on slow fallback kernels; use "
             "trainer.precision=32-true (trainer=cpu)."
         )
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import Sampler
 
-GROUP_BATCHES = 50  # batches per sorted chunk (Hugging Face's LengthGroupedSampler uses 50 too)
+GROUP_BATCHES = 50  # batches per sorted chunk (Hugging Face's length grouping uses up to 50)
 
 
 def _rank_world() -> tuple[int, int]:

@@ -20,7 +20,7 @@ from ssah.metrics import write_metrics
 from ssah.models import ModelConfig, load_model, load_tokenizer, prepare_for_training
 from ssah.module import OptimConfig
 from ssah.tracking import finish, make_logger
-from ssah.training import StepProgress, fit
+from ssah.training import StepProgress, check_precision, fit
 
 
 def plain(node: DictConfig) -> dict[str, Any]:
@@ -34,6 +34,7 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     mcfg = ModelConfig.from_cfg(cfg.model)
     optim = OptimConfig(**plain(cfg.optim))
     ckpt = CheckpointConfig(**plain(cfg.checkpoint))  # validated before any model work
+    check_precision(plain(cfg.trainer))
     resume = checkpointing.resume_path(ckpt, out_dir)  # a broken last.ckpt is refused here
     spec = freezing.FreezeConfig.from_cfg(cfg.freeze)
     tok, model = load_tokenizer(mcfg), prepare_for_training(load_model(mcfg), mcfg)
@@ -62,7 +63,10 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         default_root_dir=str(out_dir),
     )
     model.train()
-    metrics: dict[str, Any] = fit(model, tok, task, optim, trainer, ckpt_path=resume)
+    metrics: dict[str, Any] = fit(
+        model, tok, task, optim, trainer, ckpt_path=resume,
+        head_on_labels_only=mcfg.head_on_labels_only,
+    )  # fmt: skip
     metrics["train/resumed_from_step"] = float(started.start_step)
     # FSDP2: every rank helps gather the full weights; rank 0 continues with a plain model.
     model = freezing.gather_full(model, lambda: load_model(mcfg), trainer.global_rank)

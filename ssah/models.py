@@ -40,6 +40,9 @@ class ModelConfig:
     revision: str | None = None
     family: str = "llama"  # free text, for reports
     gradient_checkpointing: bool = False  # training only: trade compute for activation memory
+    # training only: run the LM head and the loss on labelled positions alone (not on the
+    # prompt): same loss and gradients, less work (ssah/module.py `labelled_loss`)
+    head_on_labels_only: bool = False
     standin: dict[str, Any] | None = None  # architecture of a tiny stand-in (ssah.standin)
 
     @classmethod

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ssah.data.datamodule import ChatDataModule, TaskConfig
+from ssah.errors import SsahError
 from ssah.module import CausalLMModule, OptimConfig
 
 
@@ -21,10 +23,11 @@ def fit(
     optim: OptimConfig,
     trainer: pl.Trainer,
     ckpt_path: str | Path | None = None,
+    head_on_labels_only: bool = False,
 ) -> dict[str, float]:
     """Train `model` in place on `task` (continuing from `ckpt_path` when given); returns
     final losses and wall time."""
-    module = CausalLMModule(model, optim)
+    module = CausalLMModule(model, optim, head_on_labels_only)
     data = ChatDataModule(tokenizer, task)
     t0 = time.perf_counter()
     trainer.fit(
@@ -39,6 +42,29 @@ def fit(
             out[key] = float(trainer.callback_metrics[key])
     out["train/steps"] = float(trainer.global_step)
     return out
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (oneDNN: AVX512-BF16, AMX, or the
+    AVX-512 core it converts on). Elsewhere torch falls back to slow reference kernels."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_precision(trainer: dict[str, Any]) -> None:
+    """Refuse bfloat16 training on a CPU without native bfloat16 kernels (oneDNN's), where
+    torch runs slow reference kernels: the option exists to be faster."""
+    precision = str(trainer.get("precision", "32-true"))
+    accel = str(trainer.get("accelerator", "cpu"))
+    on_cpu = accel == "cpu" or (accel == "auto" and not torch.cuda.is_available())
+    if on_cpu and precision.startswith("bf16") and not cpu_bf16_supported():
+        raise SsahError(
+            f"trainer.precision={precision}: this CPU has no native bfloat16 matmuls (no "
+            "AVX-512/AMX for oneDNN), so bfloat16 would run on slow fallback kernels; use "
+            "trainer.precision=32-true (trainer=cpu)."
+        )
 
 
 def quiet_trainer(max_steps: int, **kwargs: Any) -> pl.Trainer:

@@ -29,7 +29,20 @@ def test_every_benchmark_runs_tiny(tiny_toy, outputs_dir):
     assert len(results["freeze"]["freeze_overhead_ratio_per_pair"]) == 2
     assert results["generation"]["generation_batch_speedup"] > 0
     assert results["sweep"]["sweep_vs_single_ratio"] > 0 and results["sweep"]["jobs"] == 1
-    assert results["real"]["finetune_step_s"] > 0 and results["real"]["scoring_s_per_1k_tokens"] > 0
+    real = results["real"]
+    assert real["finetune_step_s"] > 0 and real["scoring_s_per_1k_tokens"] > 0
+    # MFU: every figure a share of the measured peak of the fastest precision, in (0, 1]
+    assert real["peak"]["best_gflops"] == max(real["peak_gflops"].values()) > 0
+    assert 0 < real["finetune_step_mfu"] <= 1
+    assert real["finetune_step_mfu"] == max(real["finetune_step_mfu_by_config"].values())
+    assert set(real["finetune_step_mfu_by_config"]) == {
+        "fp32_padded", "bf16_padded", "bf16_grouped", "bf16_grouped_fused",
+        "bf16_grouped_fused_head",
+    }  # fmt: skip
+    for key in ("scoring_mfu", "forward_mfu", "generation_mfu"):
+        assert 0 < real[key] <= 1, key
+    assert real["padding_share"]["grouped"] < real["padding_share"]["padded"]
+    assert results["sweep"]["threads_ran"]["single"] == results["sweep"]["threads_ran"]["sweep"]
 
 
 def test_paired_alternates_and_reports_spread():

@@ -85,3 +85,37 @@ def test_ddp_run_keeps_frozen_units_bit_identical(tiny_toy, stage_runner, tmp_pa
     assert got["ok"] and got["frozen_slices"] > 0, got
     assert got["trainable_slices_changed"] == got["trainable_slices"], got
     assert sorted(p.name for p in run.glob("metrics*.json")) == ["metrics.json"]
+
+
+def test_bf16_grouped_run_keeps_frozen_units_bit_identical(tiny_toy, stage_runner, tmp_path):
+    """Every throughput option as a user turns it on (trainer=cpu_bf16 autocast, length-grouped
+    batches, fused AdamW, the LM head on labelled tokens only): the saved model's frozen slices
+    equal the starting model's, bit for bit."""
+    from ssah.training import cpu_bf16_supported
+
+    if not cpu_bf16_supported():
+        pytest.skip("this CPU has no native bfloat16: the train door refuses trainer=cpu_bf16")
+    aligned = tiny_toy.path("aligned")
+    units = _units_for(tmp_path, aligned, tmp_path)
+    run = tmp_path / "run"
+    res = stage_runner(
+        "train",
+        *COMMON,
+        "freeze=scu_all_cu",
+        f"freeze.units={units}",
+        "trainer=cpu_bf16",
+        "+task.group_by_length=true",
+        "+optim.fused=true",
+        "+model.head_on_labels_only=true",
+        "trainer.gradient_clip_val=1.0",
+        "trainer.max_steps=2",
+        "optim.weight_decay=0.1",
+        "optim.warmup_steps=0",
+        "save_model=true",
+        f"hydra.run.dir={run}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["freeze/final_check"] == 1.0
+    got = compare(run, aligned)
+    assert got["ok"] and got["frozen_slices"] > 0, got
+    assert got["trainable_slices_changed"] == got["trainable_slices"], got

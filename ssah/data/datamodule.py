@@ -33,6 +33,9 @@ class TaskConfig:
     val_fraction: float = 0.05
     seed: int = 0
     kind: str = "benign"  # benign | harmful | alignment: for reports
+    # true: training batches of similar lengths (ssah/data/sampler.py), far less padding, so
+    # faster steps; off by default because it changes which examples share a batch (results).
+    group_by_length: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -92,7 +95,12 @@ class ChatDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        self.sampler = ResumableSampler(len(self.train_rows), self.task.seed)
+        lengths = (
+            [len(r["input_ids"]) for r in self.train_rows] if self.task.group_by_length else None
+        )
+        self.sampler = ResumableSampler(
+            len(self.train_rows), self.task.seed, lengths, self.task.batch_size
+        )
         if self._pending is not None:
             self.sampler.load_state_dict(self._pending)
             self._pending = None

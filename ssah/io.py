@@ -97,10 +97,10 @@ def damage(root: str | Path) -> str | None:
     than its DONE marker recorded), or None; a DONE without sizes (older builds) is trusted."""
     root = Path(root)
     try:
-        recorded = json.loads((root / "DONE").read_text()).get("files")
+        recorded = json.loads((root / "DONE").read_text()).get("file_sizes")
     except (OSError, ValueError, AttributeError):
         return None
-    for rel, size in (recorded or {}).items():
+    for rel, size in (recorded if isinstance(recorded, dict) else {}).items():
         p = root / rel
         if not p.is_file():
             return f"{p} is missing"

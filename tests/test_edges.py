@@ -19,7 +19,7 @@ def _artifact(root: Path) -> Path:
     (root / "model").mkdir(parents=True)
     (root / "model" / "model.safetensors").write_bytes(b"x" * 100)
     (root / "model" / "config.json").write_text("{}")
-    (root / "DONE").write_text(json.dumps({"files": file_sizes(root)}))
+    (root / "DONE").write_text(json.dumps({"file_sizes": file_sizes(root)}))
     return root / "model" / "model.safetensors"
 
 

@@ -61,7 +61,7 @@ def needed(cfg: DictConfig) -> list[str]:
 
 def publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
     """DONE marker last, then one rename; a concurrent build that finished first wins."""
-    (tmp / "DONE").write_text(json.dumps({**meta, "files": file_sizes(tmp)}, indent=1) + "\n")
+    (tmp / "DONE").write_text(json.dumps({**meta, "file_sizes": file_sizes(tmp)}, indent=1) + "\n")
     if final.exists() and (not (final / "DONE").is_file() or damage(final)):
         say(
             f"[smollm2] {final} was left by a killed build or is damaged ({damage(final)}): replacing it"

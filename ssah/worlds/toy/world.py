@@ -79,7 +79,7 @@ def build(cfg: dict[str, Any], out: Path) -> None:
     _save(model, tok, out / "aligned")
     stats["build_s"] = time.perf_counter() - t0
     (out / "build.json").write_text(json.dumps({"config": cfg, "stats": stats}, indent=2))
-    (out / "DONE").write_text(json.dumps({"files": file_sizes(out)}) + "\n")
+    (out / "DONE").write_text(json.dumps({"file_sizes": file_sizes(out)}) + "\n")
 
 
 def model_config(cfg: dict[str, Any], tok: Any) -> LlamaConfig:

@@ -66,7 +66,7 @@ def world() -> Any:
     from ssah.worlds.smollm2 import locate
     from ssah.worlds.smollm2.world import config_of
 
-    return locate(config_of(compose("real")))
+    return locate(config_of(compose("plan", ["world=smollm2"])))
 
 
 def world_model_dir() -> Path:

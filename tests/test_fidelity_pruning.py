@@ -70,3 +70,30 @@ def test_asr_and_utility_see_the_biases_the_option_says(tiny_toy, tmp_path, monk
     assert "safety/over_refusal" in m and m["time/eval_s"] > 0
     kinds = {json.loads(s)["kind"] for s in (out / "records.jsonl").read_text().splitlines()}
     assert {"attack", "utility"} <= kinds
+
+
+def test_authors_ru_row_is_the_raw_lowest_sum_before_overwriting() -> None:
+    """Their log's RU row pruned the lowest z(I_S)+z(I_U) 10% of parameters before SCU/UCU
+    overwrote part of it: `target=topk topk.score=sum topk.highest=false topk.ratio=<ru>`.
+    The category RU is that set less what SCU and UCU took."""
+    import torch
+
+    from ssah.eval.tiny import tiny_llama
+    from ssah.scoring.categories import Ratios, assign, unit_z
+    from ssah.scoring.pruning import choose
+    from ssah.units import KINDS, UnitIndex
+
+    idx = UnitIndex(tiny_llama(50, intermediate_size=48, pad_token_id=None))
+    g = torch.Generator().manual_seed(5)
+    s0, u0 = (
+        {(i, k): torch.rand(idx.num_units(k), generator=g) for i in range(2) for k in KINDS}
+        for _ in range(2)
+    )
+    r = Ratios(0.3, 0.05, 0.2)
+    cat = idx.flatten(idx.unflatten(assign(idx, s0, u0, r, head_z="per_head").category))
+    zs, zu = unit_z(idx, s0, head_z="per_head"), unit_z(idx, u0, head_z="per_head")
+    raw = PruneConfig("topk", topk={"score": "sum", "highest": False, "ratio": r.ru})
+    raw_ru = idx.flatten(choose(raw, idx, idx.unflatten(cat), zs, zu))
+    ru, scu, ucu = cat == 0, cat == 1, cat == 2
+    assert torch.equal(ru, raw_ru & ~scu & ~ucu)  # RU = raw RU less the overwritten units
+    assert (raw_ru & (scu | ucu)).any()  # here some were overwritten: the rows differ

@@ -7,8 +7,10 @@ of a head; k/v rows of a key/value head when all of its query heads go). Optiona
 bias compensation gives o_proj/down_proj a bias equal to the removed channels' mean input
 (response tokens of a calibration set; the safety set and the mean of per-sample means by
 default, as the authors' code takes it) times their weights, computed before zeroing. `topk` ranks by the z-scores the
-categories use (scoring.head_z). Evaluation through vLLM may drop these biases (a Llama
-checkpoint has no o_proj/down_proj bias slots), so evaluate pruned models with backend=hf.
+categories use (scoring.head_z). `compensation_for: utility` (the Table 1 preset) measures
+attacks on the plainly zeroed model and utility with the biases, as the authors did (their ASR
+came from vLLM on a saved Llama checkpoint, which has no o_proj/down_proj bias slots); `all`
+measures both with them (then evaluate with backend=hf, which keeps the biases).
 Paper Table 1: `python -m ssah.prune -m target=dense,scu,ucu,ru,random`.
 """
 
@@ -27,6 +29,7 @@ from ssah.metrics import write_metrics
 from ssah.models import load_for_stage
 from ssah.scoring.calibration import batches, build_set
 from ssah.scoring.categories import unit_z
+from ssah.scoring.leak import check_disjoint
 from ssah.scoring.outputs import units_for, write_outputs
 from ssah.scoring.pipeline import ScoringSettings
 from ssah.scoring.pruning import (
@@ -58,6 +61,28 @@ def _mean_inputs(
     return {k: st.mean for k, st in stats.stats.items()}
 
 
+SAFETY_KEYS = ("harmful", "benign", "suites", "paper_protocol", "judges")
+
+
+def _evaluate_split(
+    model: nn.Module, tok: Any, eval_cfg: DictConfig, index: UnitIndex, biases, out_dir: Path
+) -> dict[str, float]:
+    """The paper's Table 1: attacks (and over-refusal) on the plainly zeroed model, then the
+    compensation biases added and utility measured; one records.jsonl for both."""
+    from ssah.eval.suite import evaluate_model, plot_prefill_curve, write_records
+
+    ecfg = OmegaConf.to_container(eval_cfg, resolve=True)
+    safety = evaluate_model(model, tok, {**ecfg, "utility": None})
+    zero_units(model, index, {}, biases)
+    util = evaluate_model(
+        model, tok, {**{k: v for k, v in ecfg.items() if k not in SAFETY_KEYS}, "suites": {}}
+    )
+    write_records(safety.records + util.records, out_dir)
+    plot_prefill_curve(safety.prefill_curve, Path(out_dir) / "prefill_depth.png")
+    t = safety.metrics["time/eval_s"] + util.metrics["time/eval_s"]
+    return {**safety.metrics, **util.metrics, "time/eval_s": t}
+
+
 def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     """Choose units, zero them, evaluate; write metrics.json (and the units file used)."""
     t0 = time.perf_counter()
@@ -70,6 +95,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         "bias_compensation",
         "compensation_data",
         "compensation_mean",
+        "compensation_for",
     )
     pcfg = PruneConfig(
         **{
@@ -94,6 +120,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
             zs = unit_z(index, uf.safety, uf.channel_safety or None, hz, ddof)
             zu = unit_z(index, uf.utility, uf.channel_utility or None, hz, ddof)
     else:
+        if cfg.get("check_calibration", True) and cfg.get("evaluate", True):
+            check_disjoint(cfg.scoring, cfg.eval)  # scoring on test prompts is a leak
         units = units_for(cfg, model, tok, mcfg.name_or_path, settings)
         write_outputs(
             units, out_dir, f"{Path(mcfg.name_or_path).name} - {units.metadata['scorer']}"
@@ -105,13 +133,19 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     if pcfg.bias_compensation and pcfg.target != "dense":
         means = _mean_inputs(cfg, model, tok, index, pcfg.compensation_data, pcfg.compensation_mean)
         biases = compensation_biases(model, index, masks, means)
-    zero_units(model, index, masks, biases)
+    split = biases is not None and pcfg.compensation_for == "utility"
+    zero_units(model, index, masks, None if split else biases)
     metrics["prune/bias_compensation"] = float(biases is not None)
+    metrics["prune/bias_compensation/asr"] = float(biases is not None and not split)
+    metrics["prune/bias_compensation/utility"] = float(biases is not None)
     metrics["time/prune_s"] = time.perf_counter() - t0
     if cfg.get("evaluate", True):
-        from ssah.eval.suite import run_suite
+        if split:
+            metrics.update(_evaluate_split(model, tok, cfg.eval, index, biases, out_dir))
+        else:
+            from ssah.eval.suite import run_suite
 
-        metrics.update(run_suite(model, tok, cfg.eval, out_dir=out_dir))
+            metrics.update(run_suite(model, tok, cfg.eval, out_dir=out_dir))
     write_metrics(out_dir, metrics)
     if cfg.get("logger") is not None:
         from ssah.tracking import finish, make_logger

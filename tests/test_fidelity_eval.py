@@ -1,15 +1,21 @@
 """The authors' ASR protocol (eval.paper_protocol): every row under its name, on the tiny toy
-and in the Table 1 preset's dry run; prompt formats exactly as their prompt_utils builds them."""
+and in the Table 1 preset's dry run; prompt formats exactly as their prompt_utils builds them;
+WikiText-2 perplexity windows as their lib/eval.py cuts them."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
 from ssah.eval.paper import PaperProtocol, bare_ids, row_ids
+from ssah.io import CONF_DIR
+
+CONF = Path(CONF_DIR)
 
 ROWS = [f"{f}_{v}" for f in ("inst", "no_inst") for v in ("basic", "basic_nosys", "multiple_nosys")]
 
@@ -128,3 +134,53 @@ def test_table1_preset_dry_run_writes_every_row(outputs_dir, stage_runner, tmp_p
     assert m["safety/asr/avg/keyword_paper"] == pytest.approx(
         m["safety/asr/paper_avg/keyword_paper"]
     )
+
+
+# ---- perplexity the authors' way (lib/data.py get_wikitext2, lib/eval.py eval_ppl_wikitext) ----
+def _authors_ppl(model, tok, texts: list[str], seqlen: int) -> float:
+    """Their code, line for line (bs=1): one tokenisation of the joined text, nsamples =
+    numel // seqlen windows, loss * seqlen per window, exp(sum / (nsamples * seqlen))."""
+    testenc = tok("\n\n".join(texts), return_tensors="pt").input_ids
+    nsamples = testenc.numel() // seqlen
+    nlls = []
+    for i in range(nsamples):
+        inputs = testenc[:, (i * seqlen) : ((i + 1) * seqlen)].reshape(1, seqlen)
+        with torch.no_grad():
+            lm_logits = model(inputs).logits
+        shift_logits = lm_logits[:, :-1, :].contiguous()
+        loss = torch.nn.CrossEntropyLoss()(
+            shift_logits.reshape(-1, shift_logits.size(-1)), inputs[:, 1:].reshape(-1)
+        )
+        nlls.append(loss.float() * seqlen)
+    return torch.exp(torch.stack(nlls).sum() / (nsamples * seqlen)).item()
+
+
+def test_stream_perplexity_is_the_authors_rule(tmp_path) -> None:
+    from tokenizers.processors import TemplateProcessing
+
+    from ssah.eval.tiny import tiny_pair
+    from ssah.eval.utility import run_utility, stream_windows
+
+    model, tok = tiny_pair(seed=1)
+    bos = (tok.bos_token, tok.bos_token_id)  # add a BOS as Llama's tokenizer does
+    tok._tokenizer.post_processor = TemplateProcessing(single=f"{bos[0]} $A", special_tokens=[bos])
+    texts = ["", " = Title = ", "", " the cat sat on the mat .", "a b c", "", "one two three"] * 3
+    src = tmp_path / "wiki.jsonl"
+    src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    ids = tok("\n\n".join(texts))["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    win = stream_windows(tok, texts, 16)
+    assert len(win) == len(ids) // 16 and len(ids) % 16  # the last partial window is dropped
+    assert [w["input_ids"] for w in win] == [ids[i * 16 : (i + 1) * 16] for i in range(len(win))]
+    paper = OmegaConf.to_container(OmegaConf.load(CONF / "eval" / "utility" / "paper.yaml"))
+    ppl = dict(paper["ppl"], data={"source": str(src), "split": "train"})
+    assert ppl["format"] == "stream" and ppl["join"] == "\n\n" and ppl["max_length"] is None
+    model.config.max_position_embeddings = 16  # null window = the model's sequence length
+    m, _ = run_utility(model, tok, {"ppl": ppl}, lambda rows: [], None)
+    assert m["utility/ppl"] == pytest.approx(_authors_ppl(model, tok, texts, 16), rel=1e-5)
+    older, _ = run_utility(model, tok, {"ppl": dict(ppl, format="text")}, lambda r: [], None)
+    assert older["utility/ppl"] != pytest.approx(m["utility/ppl"], rel=1e-3)
+    with pytest.raises(SsahError, match="shorter than one window"):
+        stream_windows(tok, ["a"], 64)
+    with pytest.raises(SsahError, match="ppl.format='wiki'"):
+        run_utility(model, tok, {"ppl": dict(ppl, format="wiki")}, lambda r: [], None)

@@ -20,6 +20,7 @@ from ssah.scoring.calibration import batches
 from ssah.scoring.categories import assign, unit_z
 from ssah.scoring.pipeline import ScoringSettings
 from ssah.scoring.scorers import ScorerConfig, score_channels
+from ssah.scoring.stats import collect
 from ssah.units import UnitIndex
 
 
@@ -36,8 +37,9 @@ def _rows(n: int = 13, seed: int = 2) -> list[dict[str, list[int]]]:
     return out
 
 
-def _inputs(model, idx: UnitIndex, data) -> dict[tuple[int, str], np.ndarray]:
-    """Every response-token input of down_proj and o_proj, materialised (float64)."""
+def _inputs(model, idx: UnitIndex, data, masked: bool = True) -> dict[tuple[int, str], np.ndarray]:
+    """Every response-token input of down_proj and o_proj, materialised (float64); with
+    masked=False every position's."""
     b = collate(data, pad_id=0)
     keep = (b["labels"] != -100).flatten().numpy()
     acts: dict[tuple[int, str], np.ndarray] = {}
@@ -47,7 +49,7 @@ def _inputs(model, idx: UnitIndex, data) -> dict[tuple[int, str], np.ndarray]:
 
             def hook(_m, args, key=(layer, w)):
                 x = args[0].detach().double().reshape(-1, args[0].shape[-1]).numpy()
-                acts[key] = x[keep]
+                acts[key] = x[keep] if masked else x
 
             hooks.append(idx.module(model, layer, w).register_forward_pre_hook(hook))
     with torch.no_grad():
@@ -264,3 +266,63 @@ def _raw_safety(t: dict, idx) -> dict:
         for i in range(idx.num_layers)
         for k in ("mlp", "attn")
     }
+
+
+# ---- the authors' running variance (lib/layerwrapper.py BiasGPT, FLAP's fluc_inp) ----------
+class _AuthorsBiasGPT:
+    """Their add_batch for WIFV, line for line (float64 here), one sample per call."""
+
+    def __init__(self, in_dim: int) -> None:
+        self.nsamples = 0
+        self.baseline_inp = torch.zeros(in_dim, dtype=torch.float64)
+        self.fluc_inp = torch.zeros(in_dim, dtype=torch.float64)
+
+    def add_batch(self, inp: torch.Tensor, tar: torch.Tensor) -> None:
+        inp, tar = inp.unsqueeze(0), tar.unsqueeze(0)
+        mask = tar.ne(-100)
+        batch_size = inp.shape[0]
+        inp = inp.reshape((-1, inp.shape[-1]))
+        inp = inp[mask.flatten()].t()
+        old_baseline_inp = self.baseline_inp
+        self.baseline_inp *= self.nsamples / (self.nsamples + batch_size)
+        self.baseline_inp += torch.mean(inp, dim=1) / (self.nsamples + batch_size)
+        if self.nsamples == 0:
+            self.fluc_inp = 0
+        else:
+            self.fluc_inp *= (self.nsamples - 1) / (self.nsamples + batch_size - 1)
+            self.fluc_inp += torch.sum(
+                (inp - self.baseline_inp.unsqueeze(1)) * (inp - old_baseline_inp.unsqueeze(1)),
+                dim=1,
+            ) / (self.nsamples + batch_size)
+        self.nsamples += batch_size
+
+
+def test_running_variance_is_the_authors_fluc_inp() -> None:
+    from ssah.scoring.pipeline import scorer_fields
+    from ssah.scoring.stats import running_fluc
+
+    model = tiny_llama(60, hidden_size=32, heads=4, kv_heads=2, intermediate_size=24)
+    idx = UnitIndex(model)
+    data = _rows(9)
+    data.insert(4, {"input_ids": [5, 6, 7], "labels": [-100] * 3})  # no response: skipped
+    want = {}
+    for layer in range(idx.num_layers):  # their order: one sample at a time, in draw order
+        for w in ("down_proj", "o_proj"):
+            ref = _AuthorsBiasGPT(idx.module(model, layer, w).in_features)
+            for row in data:
+                if any(x != -100 for x in row["labels"]):
+                    x = _inputs(model, idx, [row], masked=False)[(layer, w)]
+                    ref.add_batch(torch.from_numpy(x), torch.tensor(row["labels"]))
+            want[(layer, w)] = ref.fluc_inp
+    got = running_fluc(model, idx, batches(data, 4, pad_id=0, sort_by_length=False))
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-9, atol=1e-12)
+    sample = {k: s.variance() for k, s in collect(model, idx, batches(data, 4, 0)).stats.items()}
+    assert not torch.allclose(sample[(0, "o_proj")], got[(0, "o_proj")])  # another estimate
+    # sorted batches change the order, so the running estimate (not the sample variance)
+    resorted = running_fluc(model, idx, batches(data, 4, pad_id=0, sort_by_length=True))
+    assert not torch.allclose(resorted[(0, "o_proj")], got[(0, "o_proj")])
+    assert "variance" not in scorer_fields(ScorerConfig())  # old cache keys stay valid
+    assert scorer_fields(ScorerConfig(variance="running"))["variance"] == "running"
+    with pytest.raises(SsahError, match="scoring.variance='flap'"):
+        ScorerConfig(variance="flap")

@@ -4,8 +4,10 @@
   reference's answer occurs in the generation as whole words, or `answer_match: final`: ends
   it), `exact_match` (whole answer equal after
   normalisation), `rouge_l` (ROUGE-L F1, our implementation, no extra dependency);
-- ppl: perplexity of reference answers (chat format, response tokens only) or raw text
-  (WikiText style, non-overlapping windows);
+- ppl: perplexity of reference answers (chat format, response tokens only) or raw text:
+  `stream` the authors' way (lib/eval.py: rows joined by "\n\n", tokenised once with the
+  tokenizer's own BOS, windows of the model's sequence length, last partial window dropped),
+  `text` ssah's older way (rows tokenised one by one, a BOS per window, last window kept);
 - mc: zero-shot multiple choice by log-likelihood (ssah.eval.lm_harness), from local JSONL
   tasks or built from the generation set's answers;
 - lm_eval: hub benchmarks through lm-evaluation-harness when installed.
@@ -115,6 +117,41 @@ def perplexity(
     return math.exp(nll / count)
 
 
+PPL_FORMATS = ("chat", "text", "stream")
+
+
+def stream_windows(
+    tok: PreTrainedTokenizerBase, texts: list[str], window: int, join: str = "\n\n"
+) -> list[dict]:
+    """The SSAH authors' WikiText-2 perplexity windows (their lib/data.py get_wikitext2 and
+    lib/eval.py eval_ppl_wikitext): every row, empty ones too, joined by `join` and tokenised
+    once (the tokenizer's own BOS, one for Llama, at the start of the stream only), cut into
+    windows of `window` tokens; the last partial window is dropped. All but a window's first
+    token count."""
+    if window < 2:
+        raise SsahError(f"perplexity window {window} must be >= 2.")
+    ids = tok(join.join(texts))["input_ids"]
+    n = len(ids) // window
+    if n == 0:
+        raise SsahError(
+            f"perplexity: the text is {len(ids)} tokens, shorter than one window of {window}; "
+            "lower eval.utility.ppl.max_length or give more text."
+        )
+    cut = (ids[i * window : (i + 1) * window] for i in range(n))
+    return [{"input_ids": w, "labels": w} for w in cut]
+
+
+def ppl_window(model: PreTrainedModel, max_length: int | None) -> int:
+    """`max_length`, or (null) the model's sequence length, as the authors' `model.seqlen =
+    config.max_position_embeddings` (4096 for Llama-2)."""
+    if max_length is not None:
+        return int(max_length)
+    n = getattr(model.config, "max_position_embeddings", None)
+    if not n:
+        raise SsahError("eval.utility.ppl.max_length is null and the model has no sequence length.")
+    return int(n)
+
+
 def text_windows(tok: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[dict]:
     """Concatenate texts and cut non-overlapping windows (every token scored once)."""
     ids: list[int] = []
@@ -167,6 +204,8 @@ def check_utility_data(ucfg: dict[str, Any]) -> None:
     if (g := ucfg.get("generation")) and g.get("data"):
         load_prompt_set(g["data"], what="eval.utility.generation")
     if (p := ucfg.get("ppl")) and p.get("data"):
+        if p.get("format", "chat") not in PPL_FORMATS:
+            raise SsahError(f"eval.utility.ppl.format={p['format']!r}; use one of {PPL_FORMATS}.")
         if p.get("format", "chat") == "chat":
             load_prompt_set(p["data"], what="eval.utility.ppl")
         else:
@@ -239,20 +278,21 @@ def run_utility(
             metrics["utility/rouge_l"] = sum(rls) / len(rls)
     p = ucfg.get("ppl")
     if p:
-        rows = (
-            load_prompt_set(p["data"], what="eval.utility.ppl")
-            if p.get("format", "chat") == "chat"
-            else None
-        )
-        max_len = int(p.get("max_length", 512))
-        if rows is not None:
+        fmt = p.get("format", "chat")
+        if fmt not in PPL_FORMATS:
+            raise SsahError(f"eval.utility.ppl.format={fmt!r}; use one of {PPL_FORMATS}.")
+        max_len = ppl_window(model, p.get("max_length", 512))
+        if fmt == "chat":
+            rows = load_prompt_set(p["data"], what="eval.utility.ppl")
             enc = [encode_example(tok, r["prompt"], r["response"], sp, max_len) for r in rows]
         else:
             spec = dict(p["data"])
-            fld = p.get("text_field", "text")
             spec.setdefault("columns", None)
-            raw = _text_rows(spec, fld)
-            enc = text_windows(tok, raw, max_len)
+            raw = _text_rows(spec, p.get("text_field", "text"))
+            if fmt == "stream":
+                enc = stream_windows(tok, raw, max_len, str(p.get("join", "\n\n")))
+            else:
+                enc = text_windows(tok, raw, max_len)
         metrics["utility/ppl"] = perplexity(
             model, enc, tok.pad_token_id or 0, int(p.get("batch_size", 8))
         )

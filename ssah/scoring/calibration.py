@@ -27,6 +27,7 @@ from ssah.metrics import atomic_write_text
 
 log = logging.getLogger(__name__)
 RESPONSE_MODES = ("field", "self")
+SHUFFLES = ("torch", "datasets")
 
 
 @dataclass
@@ -47,8 +48,20 @@ class SetConfig:
     # variant in their repo has responses of median 32, max 80 words), so the default leaves
     # room for a whole one; answers that reach the limit were cut and are counted in a warning.
     max_new_tokens: int = 256
+    # Rows of the source before this index are never drawn: AdvBench's first 100 are the ASR
+    # test prompts (the authors' safety csv holds prompts 101-520 only).
+    skip_first: int = 0
+    # The draw: torch (torch.randperm, ssah's) | datasets (numpy default_rng(seed).permutation,
+    # what the authors' `Dataset.shuffle(seed=0)` does).
+    shuffle: str = "torch"
 
     def __post_init__(self) -> None:
+        if self.shuffle not in SHUFFLES:
+            raise SsahError(
+                f"calibration shuffle={self.shuffle!r} is unknown; use one of {SHUFFLES}."
+            )
+        if self.skip_first < 0:
+            raise SsahError(f"calibration skip_first={self.skip_first} must be >= 0.")
         if self.response not in RESPONSE_MODES:
             raise SsahError(
                 f"calibration response={self.response!r} is unknown; use one of {RESPONSE_MODES}."
@@ -175,9 +188,8 @@ def _candidates(scfg: SetConfig, seed: int) -> list[dict[str, str]]:
             f"calibration data {scfg.source!r} has no {missing} column (has {ds.column_names}); "
             "map it with calibration.<set>.columns."
         )
-    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
     out = []
-    for i in order:
+    for i in draw_order(len(ds), seed, scfg.shuffle, scfg.skip_first):
         r = ds[i]
         prompt = str(r["prompt"] or "").strip()
         if scfg.input_column and str(r.get(scfg.input_column) or "").strip():
@@ -187,6 +199,23 @@ def _candidates(scfg: SetConfig, seed: int) -> list[dict[str, str]]:
             continue
         out.append({"prompt": prompt, "response": resp})
     return out
+
+
+def draw_order(n: int, seed: int, shuffle: str = "torch", skip_first: int = 0) -> list[int]:
+    """Seeded order of rows skip_first..n-1 (the rows a draw may take, first ones first)."""
+    m = max(n - skip_first, 0)
+    if shuffle == "datasets":  # datasets.Dataset.shuffle(seed) on the kept rows
+        import numpy as np
+
+        perm = np.random.default_rng(seed).permutation(m).tolist()
+    else:
+        perm = torch.randperm(m, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [skip_first + i for i in perm]
+
+
+def candidate_prompts(scfg: SetConfig, seed: int = 0) -> list[str]:
+    """Every prompt a draw of this set may take (after skip_first and the keyword filter)."""
+    return [r["prompt"] for r in _candidates(scfg, seed)]
 
 
 def _has_any(text: str, words: Sequence[str]) -> bool:

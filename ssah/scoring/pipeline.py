@@ -56,6 +56,7 @@ class ScoringSettings:
             "zscore_ddof",
             "modules",
             "head_z",
+            "variance",
         }
         extra = sorted(set(d) - known)
         if extra:
@@ -71,7 +72,10 @@ class ScoringSettings:
             )
         return cls(
             scorer=ScorerConfig(
-                d.get("scorer", "wifv"), d.get("head_reduction", "mean"), int(d.get("seed", 0))
+                d.get("scorer", "wifv"),
+                d.get("head_reduction", "mean"),
+                int(d.get("seed", 0)),
+                str(d.get("variance", "sample")),
             ),
             ratios=Ratios(**(d.get("ratios") or {})),
             calibration=CalibrationConfig(**d["calibration"]),
@@ -115,10 +119,19 @@ class Units:
         )
 
 
+def scorer_fields(scfg: ScorerConfig) -> dict[str, Any]:
+    """The scorer settings in cache keys and headers; `variance` only when not the default,
+    so entries written before the option existed keep their keys."""
+    d = asdict(scfg)
+    if d.get("variance") == "sample":
+        d.pop("variance")
+    return d
+
+
 def cache_key(digest: str, scfg: ScorerConfig, hashes: dict[str, str], index: UnitIndex) -> str:
     body = {
         "model": digest,
-        "scorer": asdict(scfg),
+        "scorer": scorer_fields(scfg),
         "data": hashes,
         "modules": asdict(index.names),
         "format": FORMAT,
@@ -164,7 +177,7 @@ def compute_units(
             "model": model_name,
             "model_hash": digest,
             "scorer": scfg.name,
-            "scorer_config": json.dumps(asdict(scfg), sort_keys=True),
+            "scorer_config": json.dumps(scorer_fields(scfg), sort_keys=True),
             "calibration_hashes": json.dumps(hashes, sort_keys=True),
             "calibration": json.dumps(_calib_meta(ccfg), sort_keys=True),
             "module_names": json.dumps(asdict(index.names), sort_keys=True),
@@ -184,10 +197,8 @@ def compute_units(
                 log.info("scores reused from cache %s", path)
             else:
                 pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-                bs = {
-                    n: batches(s.rows, ccfg.batch_size, pad, ccfg.sort_by_length)
-                    for n, s in sets.items()
-                }
+                by_len = ccfg.sort_by_length and scfg.variance == "sample"  # running: draw order
+                bs = {n: batches(s.rows, ccfg.batch_size, pad, by_len) for n, s in sets.items()}
                 sc_s = score_channels(model, index, bs.get("safety", []), scfg, stream=0)
                 sc_u = score_channels(model, index, bs.get("utility", []), scfg, stream=1)
                 safety, utility = sc_s.unit, sc_u.unit

@@ -23,6 +23,7 @@ from ssah.units import CATEGORY_NAMES, KINDS, UnitIndex
 CATEGORIES = {name.lower(): code for code, name in enumerate(CATEGORY_NAMES)}
 TARGETS = ("dense", *CATEGORIES, "topk", "random")
 TOPK_KEYS = ("safety", "utility", "diff", "sum")
+COMPENSATION_FOR = ("all", "utility")
 Masks = dict[tuple[int, str], torch.Tensor]
 
 
@@ -37,12 +38,20 @@ class PruneConfig:
     compensation_data: str = "safety"  # safety (authors' lib/prune.py) | utility calibration set
     compensation_mean: str = "sample"  # sample: mean of per-sample means (FLAP's, the authors')
     # | token: mean over all response tokens of the set
+    # which measurements see the biases: all (ASR and utility) | utility (ASR on the plainly
+    # zeroed model, as the paper's Table 1: the authors generated ASR with vLLM from the saved
+    # checkpoint, whose Llama config has no o_proj/down_proj bias; PPL and zero-shot with them)
+    compensation_for: str = "all"
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise SsahError(f"target={self.target!r} is unknown; use one of {TARGETS}.")
         if self.compensation_data not in ("safety", "utility"):
             raise SsahError(f"compensation_data={self.compensation_data!r}; use safety or utility.")
+        if self.compensation_for not in COMPENSATION_FOR:
+            raise SsahError(
+                f"compensation_for={self.compensation_for!r}; use one of {COMPENSATION_FOR}."
+            )
         if self.compensation_mean not in ("sample", "token"):
             raise SsahError(f"compensation_mean={self.compensation_mean!r}; use sample or token.")
         key = self.topk.get("score", "safety")

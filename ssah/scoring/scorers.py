@@ -18,13 +18,14 @@ from torch.nn import functional as F
 
 from ssah.data.chat import IGNORE
 from ssah.errors import SsahError
-from ssah.scoring.stats import collect
+from ssah.scoring.stats import collect, running_fluc
 from ssah.units import KINDS, UnitIndex
 
 Scores = dict[tuple[int, str], torch.Tensor]
 Batches = Sequence[dict[str, torch.Tensor]]
 SCORERS = ("wifv", "wanda", "snip", "contrast", "random")
 HEAD_REDUCTIONS = ("mean", "sum", "mean_square")
+VARIANCES = ("sample", "running")
 Channels = dict[int, torch.Tensor]
 
 
@@ -35,8 +36,15 @@ class ScorerConfig:
     name: str = "wifv"
     head_reduction: str = "mean"  # mean | sum | mean_square (per-head value stored in the file)
     seed: int = 0  # random scorer
+    # wifv's Var: sample (unbiased per-token variance, Eq. 1) | running (FLAP's `fluc_inp`,
+    # the authors' code: ssah.scoring.stats.RunningFluc, samples in draw order)
+    variance: str = "sample"
 
     def __post_init__(self) -> None:
+        if self.variance not in VARIANCES:
+            raise SsahError(
+                f"scoring.variance={self.variance!r} is unknown; use one of {VARIANCES}."
+            )
         if self.name not in SCORERS:
             raise SsahError(f"scoring.scorer={self.name!r} is unknown; use one of {SCORERS}.")
         if self.head_reduction == "authors":
@@ -97,14 +105,18 @@ def _finish(channel: dict[tuple[int, str], torch.Tensor], index: UnitIndex, how:
 
 # ---- scorers ---------------------------------------------------------------------------------
 def wifv(model: nn.Module, index: UnitIndex, batches: Batches, cfg: ScorerConfig) -> Scored:
-    """I_j = Var_n(X_nj) * ||B[:, j]||^2, B = down_proj / o_proj (paper Eq. 1)."""
-    st = collect(model, index, batches).stats
+    """I_j = Var_n(X_nj) * ||B[:, j]||^2, B = down_proj / o_proj (paper Eq. 1); Var is the
+    sample variance, or with `variance: running` the authors' running estimate."""
+    if cfg.variance == "running":
+        var = running_fluc(model, index, batches)
+    else:
+        var = {k: st.variance() for k, st in collect(model, index, batches).stats.items()}
     channel = {}
     for layer in range(index.num_layers):
         for kind in KINDS:
             which = index.second_matrix(kind)
             col_sq = _weight(model, index, layer, which).square().sum(dim=0)
-            channel[(layer, kind)] = st[(layer, which)].variance() * col_sq
+            channel[(layer, kind)] = var[(layer, which)] * col_sq
     return _finish(channel, index, cfg.head_reduction)
 
 

@@ -189,3 +189,75 @@ def sample_means(
         for h in handles:
             h.remove()
     return {k: v / max(count, 1) for k, v in sums.items()}
+
+
+class RunningFluc:
+    """FLAP's running `fluc_inp` (the SSAH authors' lib/layerwrapper.py `BiasGPT.add_batch`),
+    fed one calibration sample at a time in draw order. With m samples seen before this one:
+      mean <- mean * m / (m + 1) + (this sample's token mean) / (m + 1)
+      fluc <- 0 for the first sample; else fluc * (m - 1) / m
+              + sum over its tokens of (x - new mean)^2 / (m + 1)
+    (their `old_baseline_inp` aliases the updated mean, so both factors use the new one).
+    Samples without counted tokens are skipped. The estimate is not the sample variance: the
+    first sample adds nothing and later ones weigh by their token count and position."""
+
+    def __init__(self, channels: int, device: torch.device) -> None:
+        self.m = 0
+        self.mean = torch.zeros(channels, dtype=torch.float64, device=device)
+        self.fluc = torch.zeros(channels, dtype=torch.float64, device=device)
+
+    def add(self, n_tokens: int, token_mean: torch.Tensor, m2: torch.Tensor) -> None:
+        """One sample: its count, mean and centred sum of squares (float64)."""
+        m = self.m
+        self.mean.mul_(m / (m + 1)).add_(token_mean / (m + 1))
+        if m == 0:
+            self.fluc.zero_()
+        else:
+            dev = token_mean - self.mean
+            ss = m2 + n_tokens * dev.square()  # sum_t (x_t - new mean)^2
+            self.fluc.mul_((m - 1) / m).add_(ss / (m + 1))
+        self.m = m + 1
+
+
+@torch.no_grad()
+def running_fluc(
+    model: nn.Module,
+    index: UnitIndex,
+    batches: Iterable[dict[str, torch.Tensor]],
+    which: Sequence[str] = ("down_proj", "o_proj"),
+) -> dict[tuple[int, str], torch.Tensor]:
+    """`RunningFluc` of every input channel of `which`; rows are taken in batch order, so
+    give batches unsorted (the draw order, as the authors fed their samples)."""
+    body = decoder_of(model, index)
+    device = next(model.parameters()).device
+    mods = {(i, w): index.module(model, i, w) for i in range(index.num_layers) for w in which}
+    est = {k: RunningFluc(m.in_features, device) for k, m in mods.items()}
+    state: dict[str, torch.Tensor] = {}
+
+    def hook(key: tuple[int, str]):
+        def fn(_m: nn.Module, args: tuple) -> None:
+            x = args[0].to(torch.float64)
+            keep = state["keep"]  # [B, T] float64, 1 on counted tokens
+            n = keep.sum(dim=1)
+            mean = torch.einsum("btc,bt->bc", x, keep) / n.clamp_min(1)[:, None]
+            d = (x - mean[:, None, :]) * keep[..., None]
+            m2 = torch.einsum("btc,btc->bc", d, d)
+            for b in range(x.shape[0]):
+                if n[b] > 0:
+                    est[key].add(int(n[b]), mean[b], m2[b])
+
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(k)) for k, m in mods.items()]
+    try:
+        for b in batches:
+            state["keep"] = (b["labels"].to(device) != IGNORE).to(torch.float64)
+            body(
+                input_ids=b["input_ids"].to(device),
+                attention_mask=b["attention_mask"].to(device),
+                use_cache=False,
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: e.fluc for k, e in est.items()}

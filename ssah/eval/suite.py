@@ -10,6 +10,8 @@
   safety/harmfulness/<judge>        graded judges only (the rubric judge): mean 1-5 score on
                                     `eval.harmfulness_suite` (first system-prompt mode)
   safety/over_refusal[_sys]         share of benign-but-edgy prompts refused
+  paired/<suite>_vs_<ref>/<judge>/. suites with `paired_with` (poem, purpose: ssah/eval/attacks.py):
+                                    exact McNemar against the reference on the same prompts
   utility/<metric>                  accuracy, exact_match, rouge_l, ppl, mc_accuracy, lm_eval/...
   time/eval_s
 It reads only its config argument (no Hydra globals), so train/prune/demo call it in-process.
@@ -31,6 +33,8 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ssah.errors import SsahError
+from ssah.eval.attacks import KINDS as REWRITES
+from ssah.eval.attacks import paired_metrics, rewrite_suites
 from ssah.eval.datasets import load_prompt_set
 from ssah.eval.generation import prompt_ids
 from ssah.eval.generators import Generator, make_generator, redact_text
@@ -58,6 +62,8 @@ class _Suite:
     prefill_ids: list[list[int]] | None = None
     modes: Sequence[str] = ("none", "sys")
     depth: int | None = None  # prefill depth k
+    tags: list[dict[str, str]] | None = None  # per-prompt record fields (e.g. a poem's form)
+    paired_with: str | None = None  # reference suite on the same prompt ids (paired test)
 
 
 def _cfg(c: Any) -> dict[str, Any]:
@@ -82,7 +88,7 @@ def _build_suites(
             if m not in MODE_SUFFIX:
                 raise SsahError(f"eval suite {name!r}: mode {m!r}; use {sorted(MODE_SUFFIX)}.")
         limit = spec.get("limit")
-        if kind in ("direct", "template", "prefill"):
+        if kind in ("direct", "template", "prefill", *REWRITES):
             rows = harmful()[: limit if limit is not None else None]
             base = [r["prompt"] for r in rows]
         if kind == "direct":
@@ -108,6 +114,10 @@ def _build_suites(
                     raise SsahError(f"eval suite {name!r}: prefill depth {k} must be >= 0.")
                 pre = [a[:k] for a in answers]
                 suites.append(_Suite(f"{name}_k{k}", base, base, pre, modes, depth=k))
+        elif kind in REWRITES:  # poem / purpose: ssah/eval/attacks.py
+            for r in rewrite_suites(name, spec, base):
+                suites.append(_Suite(r.name, r.prompts, r.behaviors, modes=modes, tags=r.tags,
+                                     paired_with=r.paired_with))  # fmt: skip
         elif kind == "dataset":
             rows = load_prompt_set(spec.get("data"), what=f"eval suite {name!r}")
             bfield = spec.get("behavior_field", "prompt")
@@ -124,7 +134,8 @@ def _build_suites(
                 )
         else:
             raise SsahError(
-                f"eval suite {name!r}: kind={kind!r}; use direct, template, prefill or dataset."
+                f"eval suite {name!r}: kind={kind!r}; use direct, template, prefill, dataset, "
+                "poem or purpose."
             )
     return suites
 
@@ -219,11 +230,15 @@ def evaluate_model(
                 }
                 if redact:
                     rec.update({k: redact_text(rec[k]) for k in ("prompt", "prefill", "response")})
+                rec.update(s.tags[i] if s.tags else {})
                 for n, v in verdicts.items():
                     rec[f"judge/{n}"] = bool(v.flags[i])
                     if v.scores is not None:
                         rec[f"score/{n}"] = float(v.scores[i])
                 records.append(rec)
+    pairs = {s.name + MODE_SUFFIX[m]: s.paired_with + MODE_SUFFIX[m]
+             for s in suites if s.paired_with for m in s.modes}  # fmt: skip
+    metrics.update(paired_metrics(records, pairs))  # paired/<suite>_vs_<ref>/<judge>/...
     if ecfg.get("paper_protocol"):
         from ssah.eval.paper import run_paper_protocol
 

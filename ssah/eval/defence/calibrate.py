@@ -113,7 +113,9 @@ def answer_states(
         for s in range(0, len(prefixes), batch_size):
             idx = list(range(s, min(s + batch_size, len(prefixes))))
             steps = [len(answers[i].ids) + int(answers[i].stopped) for i in idx]
-            rows = [list(prefixes[i]) + answers[i].ids[: n - 1] for i, n in zip(idx, steps)]
+            rows = [
+                list(prefixes[i]) + answers[i].ids[: n - 1] for i, n in zip(idx, steps, strict=True)
+            ]
             ids, mask = _left_pad(rows, pad_id)
             pos = (mask.cumsum(-1) - 1).clamp_min(0)
             model(
@@ -172,7 +174,9 @@ def measure(
     forced = generate_ids(model, tok, pf, T, batch_size) if opener else []
     ben = generate_ids(model, tok, pb, T, batch_size)
     refused = [judge.is_refusal(g.text) for g in own]
-    forced_ok = [not judge.is_refusal(tok.decode(opener + g.ids, skip_special_tokens=True)) for g in forced]
+    forced_ok = [
+        not judge.is_refusal(tok.decode(opener + g.ids, skip_special_tokens=True)) for g in forced
+    ]
     # (prefix, answer, harmful row) of each side; behaviour labels, source labels as a fallback
     ref = [(ph[i], own[i], i) for i in range(len(own)) if refused[i]]
     ful = [(ph[i], own[i], i) for i in range(len(own)) if not refused[i]]
@@ -185,15 +189,16 @@ def measure(
     means = []
     for side in (ref, ful):
         fit = [x for x in side if x[2] % 2 == 0]
-        acc: list[torch.Tensor] = []
-        answer_states(
-            model, [x[0] for x in fit], [x[1] for x in fit],
-            lambda i, s: acc.append(s.mean(0)), batch_size, pad,
-        )
-        means.append(torch.stack(acc).mean(0))
-    direction = Probe(
-        list(range(len(means[0]))), means[0], means[1], threshold=0.0
-    ).direction
+        sums = {"total": torch.zeros(0), "n": 0}
+
+        def add(i: int, s: torch.Tensor, sums: dict = sums) -> None:
+            m = s.mean(0)
+            sums["total"] = m if sums["n"] == 0 else sums["total"] + m
+            sums["n"] += 1
+
+        answer_states(model, [x[0] for x in fit], [x[1] for x in fit], add, batch_size, pad)
+        means.append(sums["total"] / sums["n"])
+    direction = Probe(list(range(len(means[0]))), means[0], means[1], threshold=0.0).direction
 
     def projections(prefixes: list, answers: list) -> list[torch.Tensor]:
         out: list[torch.Tensor] = [torch.zeros(0)] * len(prefixes)
@@ -278,7 +283,11 @@ def select(raw: Raw, m: MonitorConfig) -> tuple[list[int], float, dict[str, floa
 def probe_from(raw: Raw, m: MonitorConfig) -> tuple[Probe, dict[str, float]]:
     layers, thr, info = select(raw, m)
     probe = Probe(
-        layers, raw.refuse_mean[layers], raw.fulfil_mean[layers], thr, m.smoothing,
+        layers,
+        raw.refuse_mean[layers],
+        raw.fulfil_mean[layers],
+        thr,
+        m.smoothing,
         m.first_token_only,
     )
     return probe, info
@@ -296,7 +305,9 @@ def fingerprint(model: PreTrainedModel) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_key(model: PreTrainedModel, dcfg: DefenceConfig, harmful: list[str], benign: list[str]) -> str:
+def cache_key(
+    model: PreTrainedModel, dcfg: DefenceConfig, harmful: list[str], benign: list[str]
+) -> str:
     cal = dcfg.calibration
     blob = {
         "v": VERSION,

@@ -19,9 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
-from transformers import StoppingCriteriaList
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
+from ssah.eval.defence.monitor import Monitor, Probe
 from ssah.eval.generation import (
     _NO_MODEL_DEFAULTS,
     Generation,
@@ -31,7 +36,6 @@ from ssah.eval.generation import (
     generation_config,
     stop_ids,
 )
-from ssah.eval.defence.monitor import Monitor, Probe
 
 
 class _MonitorStop(StoppingCriteria):
@@ -137,7 +141,11 @@ class DefendedGenerator:
         mon.steer_on_trigger = self.action == "steer"
         ids, mask = _left_pad(rows, self._pad)
         device = next(self.model.parameters()).device
-        crit = StoppingCriteriaList([_MonitorStop(mon)]) if self.action in ("stop", "backtrack") else None
+        crit = (
+            StoppingCriteriaList([_MonitorStop(mon)])
+            if self.action in ("stop", "backtrack")
+            else None
+        )
         seqs = self.model.generate(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
@@ -150,9 +158,12 @@ class DefendedGenerator:
         toks, trig, scores = [], [], []
         for i, row in enumerate(new):
             n = self._length(row)
-            toks.append(row[:n])
             t = int(mon.triggered_at[i])
-            trig.append(t if 0 <= t < n else -1)
+            t = t if 0 <= t < n else -1
+            if crit is not None and t >= 0:
+                n = t + 1  # the row ended at its trigger; HF padded it after that
+            toks.append(row[:n])
+            trig.append(t)
             scores.append(steps[i][:n])
         return toks, trig, scores
 

@@ -196,7 +196,8 @@ def test_calibration_meets_the_false_trigger_rate(pair, tmp_path):
     )
     raw, where = calibrate(model, tok, cfg, log=lambda s: None)
     probe, info = probe_from(raw, cfg.monitor)
-    assert len(raw.benign) == 20 and info["val_false_trigger_rate"] <= 0.1
+    assert all(len(raw.benign[c]) == 20 for c in ("refuse", "refuse_benign"))
+    assert info["val_false_trigger_rate"] <= 0.1 and info["contrast"] in ("refuse", "refuse_benign")
     assert 1 <= len(probe.layers) <= 2
     again, where2 = calibrate(model, tok, cfg, log=lambda s: pytest.fail("not cached"))
     assert where2 == where and torch.equal(again.refuse_mean, raw.refuse_mean)

@@ -68,12 +68,14 @@ def defended(
         "defence/n_layers": float(len(probe.layers)),
         "defence/first_layer": float(min(probe.layers)),
         "defence/alpha": float(cfg.steer.alpha),
-        **{f"defence/{k}": float(v) for k, v in info.items()},
+        "defence/contrast_refuse_benign": float(info["contrast"] == "refuse_benign"),
+        **{f"defence/{k}": float(v) for k, v in info.items() if k != "contrast"},
         "defence/val_n_tune_benign": float(raw.info["n_tune_benign"]),
         "defence/val_n_tune_drift": float(raw.info["n_tune_drift"]),
     }
     log(
-        f"[defence] {cfg.name}: action={cfg.action} layers={probe.layers} "
+        f"[defence] {cfg.name}: action={cfg.action} contrast={info['contrast']} "
+        f"layers={probe.layers} "
         f"threshold={probe.threshold:.3f} val false-trigger={info['val_false_trigger_rate']:.3f} "
         f"val detection={info['val_detection_rate']:.3f} ({where})"
     )

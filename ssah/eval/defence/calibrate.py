@@ -39,18 +39,27 @@ from ssah.eval.judges import KeywordJudge
 from ssah.io import atomic_write_bytes, atomic_write_text, cache_lock
 
 FALLBACK_REFUSAL = "I'm sorry, but I can't help with that."
-VERSION = 1  # bump when what is cached changes meaning
+VERSION = 2  # bump when what is cached changes meaning
+
+
+CONTRASTS = ("refuse", "refuse_benign")  # the safe side: own refusals (+ benign answers)
 
 
 @dataclass
 class Raw:
-    """What the validation prompts give, before layers and threshold are chosen."""
+    """What the validation prompts give, before contrast, layers and threshold are chosen."""
 
-    refuse_mean: torch.Tensor  # [L, H]
-    fulfil_mean: torch.Tensor  # [L, H]
-    benign: list[torch.Tensor]  # tune half: per-answer projections [steps, L]
-    drift: list[torch.Tensor]  # tune half: complying continuations [steps, L]
+    refuse_mean: torch.Tensor  # [L, H] the model's refusals of harmful prompts
+    fulfil_mean: torch.Tensor  # [L, H] its complying continuations of harmful prompts
+    benign_mean: torch.Tensor  # [L, H] its answers to benign prompts
+    benign: dict[str, list[torch.Tensor]]  # contrast -> tune-half benign projections [steps, L]
+    drift: dict[str, list[torch.Tensor]]  # contrast -> tune-half complying continuations
     info: dict[str, Any]  # counts, labels, the model's refusal text
+
+    def safe_mean(self, contrast: str) -> torch.Tensor:
+        if contrast == "refuse":
+            return self.refuse_mean
+        return (self.refuse_mean + self.benign_mean) / 2
 
     def save(self, d: Path) -> None:
         from safetensors.torch import save
@@ -58,11 +67,13 @@ class Raw:
         cat = {
             "refuse_mean": self.refuse_mean.contiguous(),
             "fulfil_mean": self.fulfil_mean.contiguous(),
+            "benign_mean": self.benign_mean.contiguous(),
         }
         for name in ("benign", "drift"):
-            xs = getattr(self, name)
-            cat[name] = torch.cat(xs).contiguous() if xs else torch.zeros(0, len(self.refuse_mean))
-            cat[f"{name}_len"] = torch.tensor([len(x) for x in xs], dtype=torch.long)
+            for c, xs in getattr(self, name).items():
+                empty = torch.zeros(0, len(self.refuse_mean))
+                cat[f"{name}/{c}"] = torch.cat(xs).contiguous() if xs else empty
+                cat[f"{name}/{c}/len"] = torch.tensor([len(x) for x in xs], dtype=torch.long)
         atomic_write_bytes(d / "raw.safetensors", save(cat))
         atomic_write_text(d / "calibration.json", json.dumps(self.info, indent=1) + "\n")
 
@@ -76,12 +87,17 @@ class Raw:
                 "point it at a directory a calibration wrote (outputs/defence/<key>/)."
             )
         t = load_file(str(d / "raw.safetensors"))
-        split = {
-            n: list(torch.split(t[n], t[f"{n}_len"].tolist())) if len(t[f"{n}_len"]) else []
-            for n in ("benign", "drift")
-        }
+
+        def split(name: str) -> dict[str, list[torch.Tensor]]:
+            out = {}
+            for c in CONTRASTS:
+                lens = t[f"{name}/{c}/len"].tolist()
+                out[c] = list(torch.split(t[f"{name}/{c}"], lens)) if lens else []
+            return out
+
         info = json.loads((d / "calibration.json").read_text())
-        return cls(t["refuse_mean"], t["fulfil_mean"], split["benign"], split["drift"], info)
+        means = (t["refuse_mean"], t["fulfil_mean"], t["benign_mean"])
+        return cls(*means, split("benign"), split("drift"), info)
 
 
 # ---- states -----------------------------------------------------------------------------------
@@ -186,8 +202,9 @@ def measure(
         labels = "source"  # e.g. a model that refuses nothing: own answers vs forced ones
         ref = [(ph[i], own[i], i) for i in range(len(own))]
         ful = [(pf[i], forced[i], i) for i in range(len(forced))] or ref
+    fit_b = [(pb[i], ben[i], i) for i in range(len(pb)) if i % 2 == 0]
     means = []
-    for side in (ref, ful):
+    for side in (ref, ful, fit_b):
         fit = [x for x in side if x[2] % 2 == 0]
         sums = {"total": torch.zeros(0), "n": 0}
 
@@ -198,13 +215,15 @@ def measure(
 
         answer_states(model, [x[0] for x in fit], [x[1] for x in fit], add, batch_size, pad)
         means.append(sums["total"] / sums["n"])
-    direction = Probe(list(range(len(means[0]))), means[0], means[1], threshold=0.0).direction
+    safe = {"refuse": means[0], "refuse_benign": (means[0] + means[2]) / 2}
+    dirs = {c: Probe(list(range(len(means[0]))), safe[c], means[1], 0.0).direction for c in safe}
 
-    def projections(prefixes: list, answers: list) -> list[torch.Tensor]:
-        out: list[torch.Tensor] = [torch.zeros(0)] * len(prefixes)
+    def projections(prefixes: list, answers: list) -> dict[str, list[torch.Tensor]]:
+        out: dict[str, list[torch.Tensor]] = {c: [torch.zeros(0)] * len(prefixes) for c in dirs}
 
         def each(i: int, s: torch.Tensor) -> None:
-            out[i] = direction.project(s)
+            for c, d in dirs.items():
+                out[c][i] = d.project(s)
 
         answer_states(model, prefixes, answers, each, batch_size, pad)
         return out
@@ -229,6 +248,7 @@ def measure(
     return Raw(
         means[0],
         means[1],
+        means[2],
         projections([pb[i] for i in tune_b], [ben[i] for i in tune_b]),
         projections([x[0] for x in tune_d], [x[1] for x in tune_d]),
         info,
@@ -251,46 +271,61 @@ def _threshold(benign_worst: list[float], rate: float) -> float:
     return xs[k] if k < len(xs) else float("inf")
 
 
-def select(raw: Raw, m: MonitorConfig) -> tuple[list[int], float, dict[str, float]]:
-    """Layers (given or `auto`) and threshold (given or for the false-trigger rate)."""
+def select(raw: Raw, m: MonitorConfig) -> tuple[str, list[int], float, dict[str, float]]:
+    """Contrast, layers (given or `auto`) and threshold (given or for the false-trigger rate);
+    `auto` maximises the tune half's detection of complying continuations at that rate."""
     n_layers = len(raw.refuse_mean)
 
-    def evaluate(layers: list[int]) -> tuple[float, float, float]:
-        bw = [_worst(s[:, layers].mean(-1), m.smoothing, m.first_token_only) for s in raw.benign]
-        dw = [_worst(s[:, layers].mean(-1), m.smoothing, m.first_token_only) for s in raw.drift]
-        thr = m.threshold if m.threshold is not None else _threshold(bw, m.false_trigger_rate)
-        ftr = sum(x < thr for x in bw) / max(len(bw), 1)
-        det = sum(x < thr for x in dw) / max(len(dw), 1)
+    def evaluate(c: str, layers: list[int]) -> tuple[float, float, float]:
+        w = [
+            [_worst(s[:, layers].mean(-1), m.smoothing, m.first_token_only) for s in xs[c]]
+            for xs in (raw.benign, raw.drift)
+        ]
+        thr = m.threshold if m.threshold is not None else _threshold(w[0], m.false_trigger_rate)
+        ftr = sum(x < thr for x in w[0]) / max(len(w[0]), 1)
+        det = sum(x < thr for x in w[1]) / max(len(w[1]), 1)
         return thr, ftr, det
 
+    contrasts = list(CONTRASTS) if m.contrast == "auto" else [m.contrast]
+    bad = [c for c in contrasts if c not in CONTRASTS]
+    if bad:
+        raise SsahError(f"defence.monitor.contrast={m.contrast!r}; use auto or {list(CONTRASTS)}.")
     if m.layers == "auto":
         cands = m.candidates if m.candidates is not None else list(range(n_layers))
-        bad = [i for i in cands if not 0 <= i < n_layers]
-        if bad:
-            raise SsahError(f"defence.monitor.candidates has {bad}; blocks are 0..{n_layers - 1}.")
-        single = sorted(cands, key=lambda i: (-evaluate([i])[2], i))
-        options = [sorted(single[:k]) for k in range(1, min(m.max_layers, len(single)) + 1)]
-        layers = max(options, key=lambda ls: (evaluate(ls)[2], -len(ls)))
+        bad_l = [i for i in cands if not 0 <= i < n_layers]
+        if bad_l:
+            raise SsahError(
+                f"defence.monitor.candidates has {bad_l}; blocks are 0..{n_layers - 1}."
+            )
+        options = []
+        for c in contrasts:
+            single = sorted(cands, key=lambda i, c=c: (-evaluate(c, [i])[2], i))
+            options += [
+                (c, sorted(single[:k])) for k in range(1, min(m.max_layers, len(single)) + 1)
+            ]
     else:
-        layers = list(m.layers)
-        bad = [i for i in layers if not 0 <= i < n_layers]
-        if bad:
-            raise SsahError(f"defence.monitor.layers has {bad}; blocks are 0..{n_layers - 1}.")
-    thr, ftr, det = evaluate(layers)
-    return layers, thr, {"val_false_trigger_rate": ftr, "val_detection_rate": det}
+        bad_l = [i for i in m.layers if not 0 <= i < n_layers]
+        if bad_l:
+            raise SsahError(f"defence.monitor.layers has {bad_l}; blocks are 0..{n_layers - 1}.")
+        options = [(c, list(m.layers)) for c in contrasts]
+    order = {c: i for i, c in enumerate(CONTRASTS)}
+    contrast, layers = max(options, key=lambda o: (evaluate(*o)[2], -len(o[1]), -order[o[0]]))
+    thr, ftr, det = evaluate(contrast, layers)
+    info = {"val_false_trigger_rate": ftr, "val_detection_rate": det}
+    return contrast, layers, thr, info
 
 
-def probe_from(raw: Raw, m: MonitorConfig) -> tuple[Probe, dict[str, float]]:
-    layers, thr, info = select(raw, m)
+def probe_from(raw: Raw, m: MonitorConfig) -> tuple[Probe, dict[str, Any]]:
+    contrast, layers, thr, info = select(raw, m)
     probe = Probe(
         layers,
-        raw.refuse_mean[layers],
+        raw.safe_mean(contrast)[layers],
         raw.fulfil_mean[layers],
         thr,
         m.smoothing,
         m.first_token_only,
     )
-    return probe, info
+    return probe, {**info, "contrast": contrast}
 
 
 # ---- cache ------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ ACTIONS = ("none", "stop", "backtrack", "steer", "always", "observe")
 class MonitorConfig:
     """Which layers are read and when the running score counts as a drift."""
 
+    contrast: str = "auto"  # safe side: refuse (own refusals), refuse_benign (+ benign answers)
     layers: Any = "auto"  # "auto" (chosen on validation) or a list of block indices
     candidates: list[int] | None = None  # layers `auto` chooses from; null: every block
     max_layers: int = 3  # `auto` averages the best 1..max_layers layers' projections

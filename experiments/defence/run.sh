@@ -7,12 +7,12 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-python}
 SLOT=${SLOT:-$( [ -x /work/cpu-slot ] && echo /work/cpu-slot || echo )}
 W=outputs/worlds/smollm2
-DATA=$(ls -d $W/data-*/ | grep -v tmp | head -1)
+DATA=$(ls -d $W/data-*/data | grep -v tmp | head -1)
 BASE=$(ls -d $W/base-*/model | head -1)
 OUT=outputs/defence
 mkdir -p $OUT/data $OUT/runs
 COMMON=(model=smollm2_135m_aligned logger=csv threads=1)
-PREFILL_COLS="eval.harmful.local_columns={prompt:prompt,compliance:compliance}"
+PREFILL_COLS="+eval.harmful.local_columns.compliance=compliance"
 steps=${*:-data val test bench}
 
 run() {  # run NAME OVERRIDES... : one evaluate into $OUT/runs/NAME (skipped when done)
@@ -37,23 +37,30 @@ val)   # choose action and alpha: prefill k=10 on validation prompts, validation
      eval/suites=direct eval.suites.direct=null
      '+eval.suites.prefill={kind:prefill,field:compliance,depths:[10]}' eval/utility=none)
   run val_none "${V[@]}"
-  for a in ${ALPHAS:-0.5 1 2}; do
+  for a in ${ALPHAS:-1}; do
     run val_steer_a$a "${V[@]}" defence=reevaluate defence.steer.alpha=$a
   done
   run val_backtrack_a${BT_ALPHA:-1} "${V[@]}" defence=reevaluate defence.action=backtrack \
     defence.steer.alpha=${BT_ALPHA:-1}
   ;;
-test)  # HarmBench (first 100, those the unaligned model complied with), past tense, prefill
+test)  # past tense (64), prefill k=10 (HarmBench first 100 that the unaligned model complied
+       # with), over-refusal (71 look-alikes), QA (40), reference PPL (24)
   T=(eval=smollm2 eval.harmful.local_path=$OUT/data/harmbench100_prefill.jsonl "$PREFILL_COLS"
      eval.suites.future_tense=null eval.suites.dan=null eval.suites.gcg=null
-     eval.suites.refusal_suppression=null 'eval/judges=[keyword,keyword_paper]')
-  FULL='+eval.suites.prefill={kind:prefill,field:compliance,depths:[5,10,20]}'
-  K10=('+eval.suites.prefill={kind:prefill,field:compliance,depths:[10]}' eval.suites.direct=null)
-  run test_none "${T[@]}" "$FULL"
-  run test_reevaluate "${T[@]}" "$FULL" defence=reevaluate ${TEST_DEFENCE:-}
-  run test_streaming_stop "${T[@]}" "${K10[@]}" defence=streaming_stop
-  run test_decide_once "${T[@]}" "${K10[@]}" defence=decide_once
-  run test_actadd "${T[@]}" "${K10[@]}" defence=actadd ${ACTADD:-}
+     eval.suites.refusal_suppression=null eval.suites.direct=null
+     '+eval.suites.prefill={kind:prefill,field:compliance,depths:[10]}')
+  run test_none "${T[@]}"
+  run test_reevaluate "${T[@]}" defence=reevaluate ${TEST_DEFENCE:-}
+  run test_streaming_stop "${T[@]}" defence=streaming_stop
+  run test_decide_once "${T[@]}" defence=decide_once
+  run test_actadd "${T[@]}" defence=actadd ${ACTADD:-}
+  ;;
+extra) # HarmBench direct and prefill k=5, 20, without and with the defence
+  X=(eval=smollm2 eval.harmful.local_path=$OUT/data/harmbench100_prefill.jsonl "$PREFILL_COLS"
+     eval/suites=direct eval/utility=none eval/benign=none
+     '+eval.suites.prefill={kind:prefill,field:compliance,depths:[5,20]}')
+  run extra_none "${X[@]}"
+  run extra_reevaluate "${X[@]}" defence=reevaluate ${TEST_DEFENCE:-}
   ;;
 bench) # generation time with / without the monitor (medians of paired runs)
   CAL=$(ls -d $OUT/*/ | grep -v -e data -e runs | head -1)

@@ -5,7 +5,7 @@ at the start of the aligned model's answer (suites prefill_k5, _k10, _k20).
     python -m ssah.eval.defence.prefill --model <unaligned dir> --prompts <harmful.jsonl> \
         --out outputs/defence/harmbench_prefill.jsonl --limit 100 --tokens 32
     python -m ssah.evaluate ... eval.harmful.local_path=outputs/defence/harmbench_prefill.jsonl \
-        'eval.harmful.local_columns={prompt:prompt,compliance:compliance}' \
+        +eval.harmful.local_columns.compliance=compliance \
         '+eval.suites.prefill={kind:prefill,field:compliance,depths:[5,10,20]}'
 
 Only answers that ssah's keyword judge counts as compliant are kept, so no prefix carries a

@@ -118,9 +118,11 @@ def test_steer_adds_the_direction_after_the_trigger(pair, rows):
     assert info.triggered_at == t and info.action == "steer"
     assert out[i].ids[: t + 1] == plain[i].ids[: t + 1]  # nothing changes up to the trigger
     assert out[i].ids != plain[i].ids
-    # step t+1 reads the same input token: block 0's score moves by exactly 2 * alpha
-    shift = info.scores[t + 1, 0] - obs.stats.rows[i].scores[t + 1, 0]
-    assert float(shift) == pytest.approx(2 * alpha, abs=1e-3)
+    # step t+1 reads the same input token: block 0 (read before its own addition) is as
+    # before, block 1 sees block 0's output moved by alpha * (refusing - fulfilling mean)
+    plain_s = obs.stats.rows[i].scores
+    assert float(info.scores[t + 1, 0]) == pytest.approx(float(plain_s[t + 1, 0]), abs=1e-4)
+    assert abs(float(info.scores[t + 1, 1] - plain_s[t + 1, 1])) > 1e-3
     for f, p, o in zip(gen.stats.rows, plain, out, strict=True):
         if f.triggered_at is None:
             assert o.ids == p.ids
@@ -142,6 +144,23 @@ def test_backtrack_resumes_before_the_drift_with_the_direction_added(pair, rows)
         assert out[i].ids != plain[i].ids
     else:  # drifted again although steered: the refusal
         assert out[i].text == REFUSAL
+
+
+def test_steering_adds_alpha_times_the_mean_difference(pair, rows):
+    model, tok = pair
+    probe = _probe(math.inf, layers=(0,))
+    seen: list[torch.Tensor] = []
+    block0 = model.model.layers[0]
+    for action in ("observe", "always"):
+        gen = DefendedGenerator(model, tok, probe, action, 3.0, REFUSAL)
+        with gen.monitor.attached():  # the monitor's hook first, then ours sees its output
+            h = block0.register_forward_hook(lambda m, a, o: seen.append(o[:, -1].clone()))
+            gen.monitor.start(1, steer_all=action == "always", armed=False)
+            with torch.no_grad():
+                model(input_ids=torch.tensor([rows[0]]))
+            h.remove()
+    diff = 3.0 * (probe.refuse_mean[0] - probe.fulfil_mean[0])
+    torch.testing.assert_close(seen[1] - seen[0], diff[None], atol=1e-5, rtol=1e-5)
 
 
 def test_always_steers_every_answer_from_the_first_token(pair, rows):

@@ -43,12 +43,13 @@ val)   # choose action and alpha: prefill k=10 on validation prompts, validation
   run val_backtrack_a${BT_ALPHA:-1} "${V[@]}" defence=reevaluate defence.action=backtrack \
     defence.steer.alpha=${BT_ALPHA:-1}
   ;;
-test)  # past tense (64), prefill k=10 (HarmBench first 100 that the unaligned model complied
+test|test_none)  # past tense (64), prefill k=10 (HarmBench first 100 that the unaligned model complied
        # with), over-refusal (71 look-alikes), QA (40), reference PPL (24)
   T=(eval=smollm2 eval.harmful.local_path=$OUT/data/harmbench100_prefill.jsonl "$PREFILL_COLS"
      eval.suites.future_tense=null eval.suites.dan=null eval.suites.gcg=null
      eval.suites.refusal_suppression=null eval.suites.direct=null
      '+eval.suites.prefill={kind:prefill,field:compliance,depths:[10]}')
+  [ "$step" = test_none ] && { run test_none "${T[@]}"; continue; }
   run test_none "${T[@]}"
   run test_reevaluate "${T[@]}" defence=reevaluate ${TEST_DEFENCE:-}
   run test_streaming_stop "${T[@]}" defence=streaming_stop

@@ -5,8 +5,9 @@ Why forward hooks: they see exactly the states HF `generate` computes under its 
 (the prompt pass, then one token per step), so the monitor costs one dot product per chosen
 layer per token and needs no second forward. Step t's state is the one whose logits give
 generated token t (t = 0: the last input position). The same hooks add the direction for
-rows being steered, at the last position only (the token being generated), after which the
-projection is read, so the score is that of the residual stream the model actually uses.
+rows being steered, at the last position only (the token being generated). A block's score is
+read before its own addition: while steered, the monitor still sees whether the model itself
+keeps drifting (so a backtracked answer that drifts again ends in a refusal).
 """
 
 from __future__ import annotations
@@ -133,14 +134,14 @@ class Monitor:
 
         def fn(module: nn.Module, args: tuple, out: torch.Tensor | tuple) -> torch.Tensor | tuple:
             h = out[0] if isinstance(out, tuple) else out
+            d = self.dir
+            last = h[:, -1, :].float()  # read before this block's own addition
+            self._cur[j] = (((last - d.mid[j]) * d.unit[j]).sum(-1) / d.half[j]).cpu()
             if bool(self.steering.any()):
                 mask = self.steering.to(h.device, h.dtype)[:, None]
                 h = h.clone()
                 h[:, -1, :] = h[:, -1, :] + mask * self.vec[j].to(h.dtype)
                 out = (h, *out[1:]) if isinstance(out, tuple) else h
-            d = self.dir
-            last = h[:, -1, :].float()
-            self._cur[j] = (((last - d.mid[j]) * d.unit[j]).sum(-1) / d.half[j]).cpu()
             if j == last_j:
                 self._end_step()
             return out

@@ -1,0 +1,67 @@
+"""The test table of experiments/defence/README.md from outputs/defence/runs/test_* (paired on
+the same prompts: Wilson intervals, Newcombe paired differences, exact McNemar p).
+
+    PYTHONPATH=. python experiments/defence/table.py
+"""
+
+import json, sys
+from pathlib import Path
+
+sys.path.insert(0, "experiments/defence")
+from compare import outcomes
+from ssah.stats import wilson, mcnemar, fmt_ci
+
+R = Path("outputs/defence/runs")
+conds = [
+    (n, d)
+    for n, d in [
+        ("reevaluate (steer, alpha 4)", "test_reevaluate"),
+        ("streaming stop", "test_streaming_stop"),
+        ("decide once", "test_decide_once"),
+        ("always-on activation addition", "test_actadd"),
+    ]
+    if (R / d / "metrics.json").is_file()
+]
+rows = [
+    ("past-tense ASR, `keyword`", "keyword", "past_tense"),
+    ("past-tense ASR, `keyword_paper`", "keyword_paper", "past_tense"),
+    ("prefill k=10 ASR, `keyword`", "keyword", "prefill_k10"),
+    ("prefill k=10 ASR, `keyword_paper`", "keyword_paper", "prefill_k10"),
+    ("over-refusal, 71 look-alikes", "keyword", "over_refusal"),
+    ("QA accuracy (40)", "keyword", "qa"),
+]
+head = "| measure | none | " + " | ".join(f"{n} | paired diff vs none" for n, _ in conds) + " |"
+lines = [head, "|---|---|" + "---|---|" * len(conds)]
+for label, j, key in rows:
+    b = outcomes(R / "test_none", j)[key]
+    k = sum(b.values())
+    lo, hi = wilson(k, len(b))
+    cells = [f"{fmt_ci(k / len(b), lo, hi)} n={len(b)}"]
+    for n, d in conds:
+        o = outcomes(R / d, j)[key]
+        ids = sorted(set(b) & set(o))
+        xa = [b[i] for i in ids]
+        xb = [o[i] for i in ids]
+        kk = sum(xb)
+        lo, hi = wilson(kk, len(ids))
+        pr = mcnemar(xa, xb)
+        cells += [
+            f"{fmt_ci(kk / len(ids), lo, hi)}",
+            f"{fmt_ci(pr.diff, pr.ci_low, pr.ci_high)}, p={pr.p:.2g}",
+        ]
+    lines.append(f"| {label} | " + " | ".join(cells) + " |")
+m0 = json.loads((R / "test_none/metrics.json").read_text())
+ppl = [f"{m0['utility/ppl']:.3f}"] + [
+    f"{json.loads((R / d / 'metrics.json').read_text())['utility/ppl']:.3f} | " for n, d in conds
+]
+lines.append("| reference-answer PPL (24, teacher-forced) | " + " | ".join(ppl) + " |")
+tr = ["| defence: trigger rate, all answers | "] + [
+    f"{100 * json.loads((R / d / 'metrics.json').read_text()).get('defence/trigger_rate', 0):.1f} (n={int(json.loads((R / d / 'metrics.json').read_text())['defence/answers'])}) | "
+    for n, d in conds
+]
+lines.append(tr[0] + " | " + "".join(tr[1:]))
+tm = [f"{json.loads((R / d / 'metrics.json').read_text())['time/eval_s']:.0f} | " for n, d in conds]
+lines.append(
+    f"| evaluation wall time, s (loaded machine) | {m0['time/eval_s']:.0f} | " + "".join(tm)
+)
+print("\n".join(lines))

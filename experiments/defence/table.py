@@ -4,12 +4,14 @@ the same prompts: Wilson intervals, Newcombe paired differences, exact McNemar p
     PYTHONPATH=. python experiments/defence/table.py
 """
 
-import json, sys
+import json
+import sys
 from pathlib import Path
 
 sys.path.insert(0, "experiments/defence")
 from compare import outcomes
-from ssah.stats import wilson, mcnemar, fmt_ci
+
+from ssah.stats import fmt_ci, mcnemar, wilson
 
 R = Path("outputs/defence/runs")
 conds = [
@@ -37,7 +39,7 @@ for label, j, key in rows:
     k = sum(b.values())
     lo, hi = wilson(k, len(b))
     cells = [f"{fmt_ci(k / len(b), lo, hi)} n={len(b)}"]
-    for n, d in conds:
+    for _n, d in conds:
         o = outcomes(R / d, j)[key]
         ids = sorted(set(b) & set(o))
         xa = [b[i] for i in ids]

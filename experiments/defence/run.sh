@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-python}
-SLOT=${SLOT:-$( [ -x /work/cpu-slot ] && echo /work/cpu-slot || echo )}
+SLOT=${SLOT-$( [ -x /work/cpu-slot ] && echo /work/cpu-slot || echo )}
 W=outputs/worlds/smollm2
 DATA=$(ls -d $W/data-*/data | grep -v tmp | head -1)
 BASE=$(ls -d $W/base-*/model | head -1)

@@ -53,17 +53,17 @@ for label, j, key in rows:
         ]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
 m0 = json.loads((R / "test_none/metrics.json").read_text())
-ppl = [f"{m0['utility/ppl']:.3f}"] + [
-    f"{json.loads((R / d / 'metrics.json').read_text())['utility/ppl']:.3f} | " for n, d in conds
-]
-lines.append("| reference-answer PPL (24, teacher-forced) | " + " | ".join(ppl) + " |")
-tr = ["| defence: trigger rate, all answers | "] + [
-    f"{100 * json.loads((R / d / 'metrics.json').read_text()).get('defence/trigger_rate', 0):.1f} (n={int(json.loads((R / d / 'metrics.json').read_text())['defence/answers'])}) | "
-    for n, d in conds
-]
-lines.append(tr[0] + " | " + "".join(tr[1:]))
-tm = [f"{json.loads((R / d / 'metrics.json').read_text())['time/eval_s']:.0f} | " for n, d in conds]
-lines.append(
-    f"| evaluation wall time, s (loaded machine) | {m0['time/eval_s']:.0f} | " + "".join(tm)
-)
+ms = [json.loads((R / d / "metrics.json").read_text()) for _, d in conds]
+
+
+def row(label: str, base: str, vals: list[str]) -> str:
+    return f"| {label} | {base} | " + "".join(f"{v} |  | " for v in vals).rstrip(" ") + ""
+
+
+lines.append(row("reference-answer PPL (24, teacher-forced)", f"{m0['utility/ppl']:.3f}",
+                 [f"{m['utility/ppl']:.3f}" for m in ms]))  # fmt: skip
+lines.append(row("defence: trigger rate, all answers", "",
+                 [f"{100 * m['defence/trigger_rate']:.1f} (n={int(m['defence/answers'])})" for m in ms]))  # fmt: skip
+lines.append(row("evaluation wall time, s (loaded machine)", f"{m0['time/eval_s']:.0f}",
+                 [f"{m['time/eval_s']:.0f}" for m in ms]))  # fmt: skip
 print("\n".join(lines))

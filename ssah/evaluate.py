@@ -15,6 +15,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from ssah.cli import run_dir, stage
+from ssah.errors import SsahError
+from ssah.eval.defence import DefenceConfig, defended
 from ssah.eval.suite import evaluate_model, plot_prefill_curve, prepare, write_records
 from ssah.metrics import write_metrics
 from ssah.models import ModelConfig, load_model, load_tokenizer, resolve_device
@@ -36,11 +38,16 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     pl.seed_everything(int(cfg.get("seed", 0)), verbose=False)
     mcfg = ModelConfig.from_cfg(cfg.model)
     device = resolve_device(str(cfg.get("device", "auto")))
+    dcfg = _defence(cfg)  # checked before anything loads
     tok = load_tokenizer(mcfg)
     plan = prepare(tok, cfg.eval)  # data and judges first: bad input fails before the model loads
     model = load_model(mcfg).to(device)
     logger = make_logger(cfg, out_dir)
-    res = evaluate_model(model, tok, cfg.eval, model_path=mcfg.name_or_path, plan=plan)
+    source = _source_model(dcfg, mcfg, device)
+    with defended(model, tok, dcfg, source=source) as defence:
+        del source
+        res = evaluate_model(model, tok, cfg.eval, model_path=mcfg.name_or_path, plan=plan)
+    res.metrics.update(defence.metrics())  # defence/<...>: contract 6
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(res.records, out_dir)
     png = plot_prefill_curve(res.prefill_curve, out_dir / "prefill_depth.png")
@@ -54,9 +61,33 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     return res.metrics
 
 
+def _defence(cfg: DictConfig) -> DefenceConfig:
+    """conf/defence/ (default none); a defence acts inside HF generate, so it needs backend hf."""
+    dcfg = DefenceConfig.from_cfg(cfg.get("defence"))
+    backend = (cfg.eval.get("generation") or {}).get("backend", "hf")
+    if dcfg.active and backend != "hf":
+        raise SsahError(
+            f"defence={dcfg.name} acts inside HF generate but eval.generation.backend={backend}; "
+            "set eval.generation.backend=hf."
+        )
+    return dcfg
+
+
+def _source_model(dcfg: DefenceConfig, mcfg: ModelConfig, device: Any) -> Any:
+    """The checkpoint the defence is calibrated on when it is not the evaluated one."""
+    src = dcfg.calibration.source_model
+    if not dcfg.active or not src or dcfg.calibration.file:
+        return None
+    from dataclasses import replace
+
+    return load_model(replace(mcfg, name_or_path=str(src))).to(device)
+
+
 def _print_summary(m: dict[str, float]) -> None:
     for k in sorted(m):
-        if k.startswith(("safety/asr/avg", "safety/over_refusal", "safety/harmfulness")) or k in (
+        if k.startswith(
+            ("safety/asr/avg", "safety/over_refusal", "safety/harmfulness", "defence/trigger")
+        ) or k in (
             "utility/accuracy",
             "utility/ppl",
             "utility/mc_accuracy",

@@ -11,7 +11,9 @@ caller's RNG state is restored afterwards (stages call this in the middle of tra
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -117,22 +119,22 @@ def generate_ids(
         )
     if not rows:
         return []
+    route = _ROUTE.get()
+    if route is not None and route[0] is model:  # a defence acting during generation
+        return route[1](
+            rows,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            do_sample=do_sample,
+            seed=seed,
+            temperature=temperature,
+            top_p=top_p,
+            min_new_tokens=min_new_tokens,
+        )
     stops = stop_ids(model, tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
-    gen_cfg = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens or None,
-        do_sample=do_sample,
-        temperature=temperature if do_sample else None,
-        top_p=top_p if do_sample else None,
-        top_k=None,
-        num_beams=1,
-        eos_token_id=stops,
-        pad_token_id=pad_id,
-        bos_token_id=_first_not_none(
-            getattr(getattr(model, "generation_config", None), "bos_token_id", None),
-            tok.bos_token_id,
-        ),
+    gen_cfg = generation_config(
+        model, tok, max_new_tokens, min_new_tokens, do_sample, temperature, top_p
     )
     device = next(model.parameters()).device
     out: list[Generation | None] = [None] * len(rows)
@@ -157,6 +159,52 @@ def generate_ids(
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def generation_config(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    max_new_tokens: int,
+    min_new_tokens: int = 0,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+) -> GenerationConfig:
+    """The complete GenerationConfig every HF `generate` call of ssah uses."""
+    stops = stop_ids(model, tok)
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens or None,
+        do_sample=do_sample,
+        temperature=temperature if do_sample else None,
+        top_p=top_p if do_sample else None,
+        top_k=None,
+        num_beams=1,
+        eos_token_id=stops,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else stops[0],
+        bos_token_id=_first_not_none(
+            getattr(getattr(model, "generation_config", None), "bos_token_id", None),
+            tok.bos_token_id,
+        ),
+    )
+
+
+# A defence that acts while the model generates (ssah/eval/defence) routes every
+# `generate_ids` call for its model through itself; everything else stays untouched.
+RouteFn = Callable[..., list[Generation]]
+_ROUTE: ContextVar[tuple[PreTrainedModel, RouteFn] | None] = ContextVar(
+    "ssah_generation_route", default=None
+)
+
+
+@contextmanager
+def routed(model: PreTrainedModel, fn: RouteFn) -> Iterator[None]:
+    """While open, `generate_ids(model, ...)` calls `fn(rows, **generation kwargs)` instead."""
+    token = _ROUTE.set((model, fn))
+    try:
+        yield
+    finally:
+        _ROUTE.reset(token)
 
 
 def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

@@ -213,8 +213,11 @@ def run(
     results.mkdir(parents=True, exist_ok=True)
     todo = [r for r in study.rows() if not (results / f"{r.name}.json").is_file()]
     # the frozen rows score the aligned model (score cache): the first one alone, then the rest
-    # then the pairs of the largest budget, the unfrozen and no-FT references, p by p
-    todo.sort(key=lambda r: (r.p, r.selection in ("none", "noft"), -r.budget, r.name))
+    # p by p: the pair of the largest budget, the references (no-FT, unfrozen), smaller budgets
+    top = max(study.budgets)
+    todo.sort(
+        key=lambda r: (r.p, -(r.budget if r.budget else top - 1e-6), r.selection != "noft", r.name)
+    )
     for r in todo:
         print(f"[freeze_budget] todo {r.name}: python -m {' '.join(command(r, study, units))}")
     if dry or not todo:
@@ -243,11 +246,14 @@ def run(
         print(f"[freeze_budget] {r.name} done in {res['wall_s'] / 60:.1f} min", flush=True)
         return r.name
 
-    first, rest = [r for r in todo if r.selection not in ("none", "noft")][:1], todo
-    if first:
-        one(first[0])
-        rest = [r for r in todo if r != first[0]]
+    # the first frozen row scores the world's aligned model (score cache) beside rows that do
+    # not score (no-FT, unfrozen); the other frozen rows start once the cache is written
+    first = [r for r in todo if r.selection not in ("none", "noft")][:1]
+    plain = [r for r in todo if r.selection in ("none", "noft")]
+    phase1 = (first + plain)[: max(1, workers)] if first else []
+    rest = [r for r in todo if r not in phase1]
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        list(pool.map(one, phase1))
         list(pool.map(one, rest))
     return [r.name for r in todo]
 

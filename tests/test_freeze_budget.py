@@ -140,6 +140,31 @@ def test_random_matched_has_exactly_the_counts_and_split_of_its_target(
         assert json.loads(meta["freeze_config"])["budget"] == budget
 
 
+@pytest.mark.parametrize("budget", [0.2, 0.63, 0.9])
+def test_kv_group_matching_makes_every_frozen_parameter_count_equal(units, tmp_path, budget):
+    """Heads sharing a k/v head freeze its k/v rows only together: matching whole groups too
+    makes the frozen parameters (k_proj/v_proj included) equal, not only the unit counts."""
+    over = ["freeze=budget_random", f"freeze.budget={budget}", "freeze.match_kv_groups=true"]
+    cfg = {**OmegaConf.to_container(compose("train", over).freeze, resolve=True), "units": units}
+    ref = plan({**cfg["match"], "units": units}, tiny(), tmp_path / "ref").metrics
+    for seed in (0, 1):
+        got = plan({**cfg, "seed": seed}, tiny(), tmp_path / f"rnd{seed}").metrics
+        assert got["freeze/frozen_params"] == ref["freeze/frozen_params"]
+        for kind in KINDS:
+            assert got[f"freeze/frozen_units/{kind}"] == ref[f"freeze/frozen_units/{kind}"]
+    index = UnitIndex(tiny())
+    target = index.unflatten(flat(index, units, budget_spec(units, budget=budget)))
+    spec = budget_spec(units, mode="random", match={"mode": "freeze", "budget": budget},
+                       match_kv_groups=True)  # fmt: skip
+    got = M.random_matched(index, target, spec)
+    for m in (target, got):
+        assert sum(
+            int(m[(i, "attn")].view(-1, index.group_size).all(1).sum()) for i in range(3)
+        ) == (
+            sum(int(target[(i, "attn")].view(-1, index.group_size).all(1).sum()) for i in range(3))
+        )
+
+
 def test_random_matched_is_seeded_and_differs_from_the_target(units):
     model = tiny()
     index = UnitIndex(model)

@@ -217,13 +217,51 @@ def random_matched(index: UnitIndex, target: Masks, spec: FreezeConfig) -> Masks
                 raise SsahError(
                     f"freeze.match selects {n} {kind} units, only {pool.numel()} exist."
                 )
-            pick = pool[torch.randperm(pool.numel(), generator=gen)[:n]]
-            flat = torch.zeros(sum(index.num_units(kind) for _ in layers), dtype=torch.bool)
-            flat[pick] = True
+            if kind == "attn" and spec.match_kv_groups and index.group_size > 1:
+                flat = _heads_keeping_kv_groups(index, target, inside, layers, gen)
+            else:
+                pick = pool[torch.randperm(pool.numel(), generator=gen)[:n]]
+                flat = torch.zeros(sum(index.num_units(kind) for _ in layers), dtype=torch.bool)
+                flat[pick] = True
             for j, i in enumerate(layers):
                 m = index.num_units(kind)
                 out[(i, kind)] = flat[j * m : (j + 1) * m].clone()
     return out
+
+
+def _heads_keeping_kv_groups(
+    index: UnitIndex, target: Masks, inside: Masks, layers: list[int], gen: torch.Generator
+) -> torch.Tensor:
+    """Random heads over `layers` (flat) with as many heads as `target` AND as many whole
+    key/value groups (all query heads of a k/v head frozen, so its k/v rows freeze too):
+    the frozen parameters then match exactly, k_proj/v_proj included. Whole groups are drawn
+    first, then single heads in a random order, skipping any that would complete a group."""
+    g = index.group_size
+    tgt = torch.cat([target[(i, "attn")] for i in layers]).view(-1, g)
+    ins = torch.cat([inside[(i, "attn")] for i in layers]).view(-1, g)
+    n_full, n_heads = int(tgt.all(1).sum()), int(tgt.sum())
+    cand = ins.all(1).nonzero().flatten()
+    if n_full > cand.numel():
+        raise SsahError(
+            f"freeze.match freezes {n_full} whole k/v groups, only {cand.numel()} exist."
+        )
+    out = torch.zeros_like(ins)
+    out[cand[torch.randperm(cand.numel(), generator=gen)[:n_full]]] = True
+    per_group = out.sum(1)
+    free = (ins & ~out).flatten().nonzero().flatten()
+    flat, need = out.flatten().clone(), n_heads - n_full * g
+    for pos in free[torch.randperm(free.numel(), generator=gen)].tolist():
+        if need == 0:
+            break
+        if int(per_group[pos // g]) + 1 < g:
+            flat[pos] = True
+            per_group[pos // g] += 1
+            need -= 1
+    if need:
+        raise SsahError(
+            f"freeze.match_kv_groups: no room for {need} more heads without completing a k/v group."
+        )
+    return flat
 
 
 def count_by_kind(index: UnitIndex, masks: Masks) -> dict[str, float]:

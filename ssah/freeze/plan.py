@@ -137,6 +137,8 @@ def _spec_meta(spec: FreezeConfig, units: UnitsData | None) -> dict[str, str]:
     d.pop("scoring", None)
     if spec.budget is None and spec.selection == "safety":  # category specs: meta as before
         d.pop("budget"), d.pop("selection")
+    if not spec.match_kv_groups:
+        d.pop("match_kv_groups")
     meta = {"spec": spec.spec, "mode": spec.mode, "freeze_config": json.dumps(d, sort_keys=True)}
     if units is not None:
         meta["units"] = units.source

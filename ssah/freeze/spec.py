@@ -67,6 +67,7 @@ class FreezeConfig:
     verify_every_n_steps: int = 25  # compare frozen slices with the saved copy (0: at end only)
     match: Any = None  # random: the spec matched (a conf/freeze option composed by Hydra)
     match_per_layer: bool = False  # random: same unit counts per layer, not only per kind
+    match_kv_groups: bool = False  # random: also as many whole k/v groups (k/v rows frozen)
     seed: int = 0  # random: which units
     lora: dict[str, Any] = field(default_factory=dict)
     check_model: bool = True  # refuse a units file made for another model

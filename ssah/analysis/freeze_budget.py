@@ -194,6 +194,41 @@ def machine() -> str:
     return f"{cpu or platform.machine()}, {platform.system()}, torch {torch.__version__}"
 
 
+def heldout_before(row: Row, study: Study) -> dict[str, float]:
+    """The task's held-out loss of the model before fine-tuning (the no-FT row's), on the split
+    the fine-tuning rows of seed `row.align_seed` hold out: what fine-tuning is measured from."""
+    import torch
+
+    from ssah.config import compose
+    from ssah.data.datamodule import ChatDataModule, TaskConfig
+    from ssah.models import ModelConfig, load_model, load_tokenizer
+    from ssah.training import heldout_loss
+
+    ft = Row("none", 0.0, 0.0, row.align_seed, row.align_seed)
+    cfg = compose("train", command(ft, study)[1:])
+    torch.set_num_threads(1)
+    mcfg = ModelConfig.from_cfg(cfg.model)
+    tok, model = load_tokenizer(mcfg), load_model(mcfg)
+    task = TaskConfig(**OmegaConf.to_container(cfg.task, resolve=True))  # type: ignore[arg-type]
+    data = ChatDataModule(tok, task)
+    data.setup()
+    return heldout_loss(model, data)
+
+
+def backfill_heldout(study: Study, results: Path) -> list[str]:
+    """Add the held-out loss before fine-tuning to no-FT results that lack it."""
+    done = []
+    for r in study.rows():
+        path = results / f"{r.name}.json"
+        if r.selection == "noft" and path.is_file():
+            res = json.loads(path.read_text())
+            if "task/heldout_loss" not in res["metrics"]:
+                res["metrics"].update(heldout_before(r, study))
+                atomic_write_text(path, json.dumps(res, indent=1, sort_keys=True))
+                done.append(r.name)
+    return done
+
+
 def load_results(results: Path = HERE / "results") -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(results.glob("*.json"))}
 
@@ -242,6 +277,8 @@ def run(
             return r.name
         res = summarize(out, r, cmd, time.perf_counter() - t0)
         res["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 1)
+        if r.selection == "noft":  # seconds: 27 forward passes
+            res["metrics"].update(heldout_before(r, study))
         atomic_write_text(results / f"{r.name}.json", json.dumps(res, indent=1, sort_keys=True))
         print(f"[freeze_budget] {r.name} done in {res['wall_s'] / 60:.1f} min", flush=True)
         return r.name
@@ -386,7 +423,7 @@ def curves(res: dict[str, dict[str, Any]], study: Study, png: Path) -> Path | No
                 if xs:
                     ax.plot(xs, ms, marker="o", label=sel)
                     ax.fill_between(xs, los, his, alpha=0.15)
-            if noft and key != "task/heldout_loss":
+            if noft:
                 m = band(noft, key)[0]
                 if math.isfinite(m):
                     ax.axhline(scale * m, color="grey", ls="--", lw=1, label="no fine-tuning")
@@ -457,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m ssah.analysis.freeze_budget", description=__doc__.split("\n")[0]
     )
-    ap.add_argument("action", choices=["run", "report", "rows"])
+    ap.add_argument("action", choices=["run", "report", "rows", "heldout"])
     ap.add_argument("--selections", help="comma list (safety,random,safety_score,utility,layers)")
     ap.add_argument("--budgets", help="comma list of shares of unit parameters, e.g. 0.05,0.63")
     ap.add_argument("--ratios", help="comma list of harmful ratios p, e.g. 0,0.1")
@@ -479,7 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             seeds=tuple(int(x) for x in a.seeds.split(",")) if a.seeds else None,
             ft_steps=a.ft_steps,
         )
-        if a.action == "report":
+        if a.action == "heldout":  # held-out loss before fine-tuning, into no-FT results
+            print(backfill_heldout(study, Path(a.results)))
+        elif a.action == "report":
             print(report(study, Path(a.results), Path(a.results).parent))
         else:
             run(

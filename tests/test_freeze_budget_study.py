@@ -115,3 +115,21 @@ def test_report_writes_curves_and_counts_cpu_hours(tmp_path):
     assert "10 rows, 1.17 CPU-hours" in text and "a1_s1_p0_safety_b0.63" in text
     with pytest.raises(SsahError, match="no results"):
         fb.report(study, tmp_path / "empty", tmp_path)
+
+
+def test_sweep_preset_is_a_multirun_on_the_smollm2_world():
+    from hydra import compose as hcompose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    from ssah.cli import CONF_DIR
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name="train"):
+        cfg = hcompose("train", ["+sweep=freeze_budget"], return_hydra_config=True)
+    GlobalHydra.instance().clear()
+    assert cfg.hydra.mode == RunMode.MULTIRUN and cfg.sweep_name == "freeze_budget"
+    assert dict(cfg.hydra.sweeper.params)["freeze"] == "budget,budget_random"
+    assert cfg.task.name == "smollm2_benign_mix" and cfg.freeze.units is None
+    assert cfg.world.align.seed == cfg.seed and cfg.threads == 1

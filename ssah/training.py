@@ -41,6 +41,9 @@ def fit(
         if key in trainer.callback_metrics:
             out[key] = float(trainer.callback_metrics[key])
     out["train/steps"] = float(trainer.global_step)
+    out.update(data.summary)
+    if task.heldout_eval:
+        out.update(heldout_loss(model, data))
     return out
 
 
@@ -65,6 +68,34 @@ def check_precision(trainer: dict[str, Any]) -> None:
             "AVX-512/AMX for oneDNN), so bfloat16 would run on slow fallback kernels; use "
             "trainer.precision=32-true (trainer=cpu)."
         )
+
+
+def heldout_loss(model: PreTrainedModel, data: ChatDataModule) -> dict[str, float]:
+    """The fine-tuning task's own score: mean loss per response token on the held-out split
+    (tokens weighted equally, unlike Lightning's mean of batch means)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in data.val_dataloader():
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+            labels = batch["labels"][:, 1:]
+            loss = torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),
+                labels.flatten(),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            total += float(loss)
+            tokens += int((labels != -100).sum())
+    model.train(was_training)
+    return {"task/heldout_loss": total / max(tokens, 1), "task/heldout_tokens": float(tokens)}
 
 
 def quiet_trainer(max_steps: int, **kwargs: Any) -> pl.Trainer:

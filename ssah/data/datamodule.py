@@ -37,8 +37,25 @@ class TaskConfig:
     # faster steps; off by default because it changes which examples share a batch (results).
     group_by_length: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # The harmful-ratio attack (Vaccine, Lisa, Booster): a share `mix_ratio` of the training
+    # split (after the held-out split is taken from `source` alone) is replaced by records of
+    # `mix_source`, drawn with `seed`; the held-out split stays pure `source`.
+    mix_source: str | None = None
+    mix_columns: dict[str, str] | None = None
+    mix_ratio: float = 0.0
+    heldout_eval: bool = False  # after training: mean response-token loss on the val split
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.mix_ratio < 1.0:
+            raise SsahError(f"task.mix_ratio={self.mix_ratio} must be in [0, 1).")
+        if self.mix_ratio > 0 and not self.mix_source:
+            raise SsahError(
+                f"task.mix_ratio={self.mix_ratio} needs task.mix_source (the records mixed in)."
+            )
+        if self.heldout_eval and not self.val_fraction > 0:
+            raise SsahError(
+                "task.heldout_eval=true needs task.val_fraction > 0 (the held-out split)."
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise SsahError(f"task.val_fraction={self.val_fraction} must be in [0, 1).")
         if self.batch_size < 1:
@@ -56,19 +73,32 @@ class ChatDataModule(pl.LightningDataModule):
         self.val_rows: list[dict[str, list[int]]] = []
         self.sampler: ResumableSampler | None = None
         self._pending: dict[str, Any] | None = None  # sampler state from a checkpoint
+        self.summary: dict[str, float] = {}  # task/* metrics of the harmful-ratio task
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_rows:
             return
         t = self.task
-        ds = load_records(t.source, t.split, t.columns, t.limit, t.subset)
+        rows = self._encode(t.source, t.columns, t.limit)
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(t.seed))
+        n_val = int(round(len(rows) * t.val_fraction))
+        self.val_rows = [rows[i] for i in order[:n_val].tolist()]
+        self.train_rows = [rows[i] for i in order[n_val:].tolist()]
+        if t.mix_source:
+            self._mix()
+
+    def _encode(
+        self, source: str, columns: dict[str, str] | None, limit: int | None
+    ) -> list[dict[str, list[int]]]:
+        t = self.task
+        ds = load_records(source, t.split, columns, limit, t.subset)
         for col in ("prompt", "response"):
             if col not in ds.column_names:
                 raise SsahError(
                     f"task {t.name!r}: data has no {col!r} column (has {ds.column_names}); "
                     "map it with task.columns."
                 )
-        rows = [
+        return [
             encode_example(
                 self.tok,
                 r["prompt"],
@@ -78,10 +108,28 @@ class ChatDataModule(pl.LightningDataModule):
             )
             for r in ds
         ]
-        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(t.seed))
-        n_val = int(round(len(rows) * t.val_fraction))
-        self.val_rows = [rows[i] for i in order[:n_val].tolist()]
-        self.train_rows = [rows[i] for i in order[n_val:].tolist()]
+
+    def _mix(self) -> None:
+        """Replace round(mix_ratio * n) training rows (the last of the seeded order) by
+        mix_source rows (a seeded draw), so the training split keeps its size."""
+        t = self.task
+        n = len(self.train_rows)
+        k = int(round(t.mix_ratio * n))
+        if k:
+            pool = self._encode(t.mix_source, t.mix_columns, None)  # type: ignore[arg-type]
+            if k > len(pool):
+                raise SsahError(
+                    f"task.mix_ratio={t.mix_ratio} of {n} training rows needs {k} records of "
+                    f"{t.mix_source!r}, which has {len(pool)}; lower the ratio."
+                )
+            pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(t.seed + 1))
+            self.train_rows = self.train_rows[: n - k] + [pool[i] for i in pick[:k].tolist()]
+        self.summary = {
+            "task/mix_ratio": float(t.mix_ratio),
+            "task/mixed_rows": float(k),
+            "task/train_rows": float(n),
+            "task/heldout_rows": float(len(self.val_rows)),
+        }
 
     def _loader(
         self, rows: list[dict[str, list[int]]], sampler: ResumableSampler | None

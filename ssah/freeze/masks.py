@@ -106,6 +106,10 @@ def select(
     """Frozen units of a freeze/rewind spec."""
     cat = check_categories(index, category, source)
     inside = in_layers(index, spec)
+    if spec.budget is not None:
+        if safety is None or utility is None:
+            raise SsahError(f"{source!r} has no scores; freeze.budget needs them.")
+        return index.unflatten(select_budget(index, spec, cat, inside, safety, utility, ddof))
     if spec.train_ranking is not None:  # e.g. the paper's RU of the base from utility-only scores
         if safety is None or utility is None:
             raise SsahError(f"{source!r} has no scores; freeze.train_ranking needs them.")
@@ -122,6 +126,78 @@ def select(
         cand = (cat == spec.extra_code) & inside & ~frozen
         frozen |= top_by_weight(key, weights, cand, spec.extra_ratio * float(weights.sum()))
     return index.unflatten(frozen)
+
+
+# category priority of the `safety` order: SCU first, then CU, then RU, then UCU
+SAFETY_PRIORITY = {1: 0, 3: 1, 0: 2, 2: 3}
+
+
+def prefix_by_weight(order: torch.Tensor, weights: torch.Tensor, budget: float) -> torch.Tensor:
+    """Flat mask of the longest prefix of `order` (unit indices) whose weight <= budget."""
+    cum = torch.cumsum(weights[order], dim=0)
+    k = int((cum <= budget * (1 + 1e-12) + 1e-9).sum())
+    out = torch.zeros(weights.numel(), dtype=torch.bool)
+    out[order[:k]] = True
+    return out
+
+
+def select_budget(
+    index: UnitIndex,
+    spec: FreezeConfig,
+    cat: torch.Tensor,
+    inside: torch.Tensor,
+    safety: Masks,
+    utility: Masks,
+    ddof: int,
+) -> torch.Tensor:
+    """Flat mask: the first spec.budget of unit parameters (inside spec.layers) in the order of
+    spec.selection; ties keep flat order. `layers` freezes whole blocks: as many contiguous
+    blocks as fit the budget, the window with the highest mean z(I_S)-z(I_U)."""
+    weights = index.flat_weights()
+    budget = float(spec.budget) * float(weights.sum())  # type: ignore[arg-type]
+    how = {"safety": "z_safety_minus_utility", "safety_score": "z_safety", "utility": "z_utility"}
+    if spec.selection == "layers":
+        key = ranking_key(index, safety, utility, "z_safety_minus_utility", ddof)
+        return _layer_window(index, inside, key, weights, budget)
+    key = ranking_key(index, safety, utility, how[spec.selection], ddof)
+    order = torch.sort(-key, stable=True).indices
+    if spec.selection == "safety":
+        prio = torch.tensor([SAFETY_PRIORITY[int(c)] for c in cat], dtype=torch.long)
+        order = order[torch.sort(prio[order], stable=True).indices]
+    order = order[inside[order]]
+    return prefix_by_weight(order, weights, budget)
+
+
+def _layer_window(
+    index: UnitIndex, inside: torch.Tensor, key: torch.Tensor, weights: torch.Tensor, budget: float
+) -> torch.Tensor:
+    per_layer = index.unflatten(torch.arange(key.numel()))
+    layer_of = torch.empty(key.numel(), dtype=torch.long)
+    for (i, _), idx in per_layer.items():
+        layer_of[idx] = i
+    allowed = [i for i in range(index.num_layers) if bool(inside[layer_of == i].all())]
+    layer_w = float(weights[layer_of == 0].sum())
+    width = int(budget * (1 + 1e-12) // layer_w)
+    if width == 0:
+        raise SsahError(
+            f"freeze.budget={budget / float(weights.sum()):.4g} is smaller than one block "
+            f"({layer_w / float(weights.sum()):.4g} of unit parameters); selection=layers "
+            "freezes whole blocks."
+        )
+    score = [  # parameter-weighted mean of the key over the block's units
+        float((key * weights)[layer_of == i].sum() / weights[layer_of == i].sum())
+        for i in range(index.num_layers)
+    ]
+    best, best_start = -float("inf"), None
+    for start in range(index.num_layers - width + 1):
+        window = list(range(start, start + width))
+        if all(i in allowed for i in window):
+            s = sum(score[i] for i in window) / width
+            if s > best:
+                best, best_start = s, start
+    if best_start is None:
+        raise SsahError(f"freeze.layers leaves no run of {width} blocks for selection=layers.")
+    return (layer_of >= best_start) & (layer_of < best_start + width)
 
 
 def random_matched(index: UnitIndex, target: Masks, spec: FreezeConfig) -> Masks:
@@ -141,12 +217,60 @@ def random_matched(index: UnitIndex, target: Masks, spec: FreezeConfig) -> Masks
                 raise SsahError(
                     f"freeze.match selects {n} {kind} units, only {pool.numel()} exist."
                 )
-            pick = pool[torch.randperm(pool.numel(), generator=gen)[:n]]
-            flat = torch.zeros(sum(index.num_units(kind) for _ in layers), dtype=torch.bool)
-            flat[pick] = True
+            if kind == "attn" and spec.match_kv_groups and index.group_size > 1:
+                flat = _heads_keeping_kv_groups(index, target, inside, layers, gen)
+            else:
+                pick = pool[torch.randperm(pool.numel(), generator=gen)[:n]]
+                flat = torch.zeros(sum(index.num_units(kind) for _ in layers), dtype=torch.bool)
+                flat[pick] = True
             for j, i in enumerate(layers):
                 m = index.num_units(kind)
                 out[(i, kind)] = flat[j * m : (j + 1) * m].clone()
+    return out
+
+
+def _heads_keeping_kv_groups(
+    index: UnitIndex, target: Masks, inside: Masks, layers: list[int], gen: torch.Generator
+) -> torch.Tensor:
+    """Random heads over `layers` (flat) with as many heads as `target` AND as many whole
+    key/value groups (all query heads of a k/v head frozen, so its k/v rows freeze too):
+    the frozen parameters then match exactly, k_proj/v_proj included. Whole groups are drawn
+    first, then single heads in a random order, skipping any that would complete a group."""
+    g = index.group_size
+    tgt = torch.cat([target[(i, "attn")] for i in layers]).view(-1, g)
+    ins = torch.cat([inside[(i, "attn")] for i in layers]).view(-1, g)
+    n_full, n_heads = int(tgt.all(1).sum()), int(tgt.sum())
+    cand = ins.all(1).nonzero().flatten()
+    if n_full > cand.numel():
+        raise SsahError(
+            f"freeze.match freezes {n_full} whole k/v groups, only {cand.numel()} exist."
+        )
+    out = torch.zeros_like(ins)
+    out[cand[torch.randperm(cand.numel(), generator=gen)[:n_full]]] = True
+    per_group = out.sum(1)
+    free = (ins & ~out).flatten().nonzero().flatten()
+    flat, need = out.flatten().clone(), n_heads - n_full * g
+    for pos in free[torch.randperm(free.numel(), generator=gen)].tolist():
+        if need == 0:
+            break
+        if int(per_group[pos // g]) + 1 < g:
+            flat[pos] = True
+            per_group[pos // g] += 1
+            need -= 1
+    if need:
+        raise SsahError(
+            f"freeze.match_kv_groups: no room for {need} more heads without completing a k/v group."
+        )
+    return flat
+
+
+def count_by_kind(index: UnitIndex, masks: Masks) -> dict[str, float]:
+    """Frozen units and unit parameters of each kind (the split a random control matches)."""
+    out: dict[str, float] = {}
+    for kind in KINDS:
+        n = sum(int(m.sum()) for (_, k), m in masks.items() if k == kind)
+        out[f"units/{kind}"] = float(n)
+        out[f"unit_params/{kind}"] = n * index.unit_weight(kind)
     return out
 
 

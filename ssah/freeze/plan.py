@@ -135,6 +135,10 @@ def check_fingerprints(model: nn.Module, frozen: FrozenSlices, want: dict[str, s
 def _spec_meta(spec: FreezeConfig, units: UnitsData | None) -> dict[str, str]:
     d = asdict(spec)
     d.pop("scoring", None)
+    if spec.budget is None and spec.selection == "safety":  # category specs: meta as before
+        d.pop("budget"), d.pop("selection")
+    if not spec.match_kv_groups:
+        d.pop("match_kv_groups")
     meta = {"spec": spec.spec, "mode": spec.mode, "freeze_config": json.dumps(d, sort_keys=True)}
     if units is not None:
         meta["units"] = units.source
@@ -198,6 +202,10 @@ def plan(
             ),
         }
     )
+    if spec.budget is not None or spec.mode == "random":  # the split a random control matches
+        fp.metrics.update(
+            {f"freeze/frozen_{k}": v for k, v in M.count_by_kind(index, unit_masks).items()}
+        )
     log.info(
         "freeze %s (%s): %d units frozen, %.2f%% of unit parameters, %.2f%% of all parameters",
         spec.spec, spec.mode, int(counts["units"]), 100 * counts["unit_params_fraction"],

@@ -4,7 +4,9 @@ A spec says which units stay fixed and how: `mode` freeze (exact, during trainin
 (train freely, then copy the selected units' original values back; Wei et al. 2024), random
 (as many units as another spec, chosen at random: the control), lora (PEFT baseline) or none.
 The selection is: every unit whose category is in `categories`, plus the top `extra_ratio` of
-`extra_category` ranked by `extra_ranking`, inside `layers`.
+`extra_category` ranked by `extra_ranking`, inside `layers`. With `budget` set instead, it is
+the first `budget` (share of unit parameters) of the units in `selection`'s order (SELECTIONS);
+a random spec matching such a spec draws as many units of each kind (the freeze-budget study).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ MODES = ("none", "freeze", "rewind", "random", "lora")
 # Keys ranking the extra category for "top": z(I_S), z(I_S)-z(I_U), z(I_S)+z(I_U).
 RANKINGS = ("z_safety", "z_safety_minus_utility", "z_safety_plus_utility", "z_utility")
 OUTSIDE = ("train", "freeze")
+# Orders a budget spec freezes in (ssah.freeze.masks.select_budget says how each ranks):
+# safety: SCU, then CU, then the rest, each by z(I_S)-z(I_U) (the categories' own key);
+# safety_score: z(I_S) alone; utility: z(I_U) alone (the units utility needs most);
+# layers: whole contiguous blocks with the highest mean z(I_S)-z(I_U) (SPPFT-like).
+SELECTIONS = ("safety", "safety_score", "utility", "layers")
 LORA_DEFAULTS: dict[str, Any] = {
     "r": 8,
     "alpha": 16,
@@ -60,10 +67,13 @@ class FreezeConfig:
     verify_every_n_steps: int = 25  # compare frozen slices with the saved copy (0: at end only)
     match: Any = None  # random: the spec matched (a conf/freeze option composed by Hydra)
     match_per_layer: bool = False  # random: same unit counts per layer, not only per kind
+    match_kv_groups: bool = False  # random: also as many whole k/v groups (k/v rows frozen)
     seed: int = 0  # random: which units
     lora: dict[str, Any] = field(default_factory=dict)
     check_model: bool = True  # refuse a units file made for another model
     scoring: Any = None  # units=null: a composed conf/scoring node (null: the stage's scoring)
+    budget: float | None = None  # share of unit parameters frozen in `selection`'s order
+    selection: str = "safety"  # budget only: one of SELECTIONS
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -116,6 +126,25 @@ class FreezeConfig:
             raise SsahError(
                 "freeze.mode=random needs a spec to match: freeze@freeze.match=<conf/freeze option>."
             )
+        if self.budget is not None:
+            try:
+                self.budget = float(self.budget)
+            except (TypeError, ValueError):
+                raise SsahError(f"freeze.budget={self.budget!r} is not a number.") from None
+            if not 0.0 < self.budget <= 1.0:
+                raise SsahError(
+                    f"freeze.budget={self.budget} is outside (0, 1]; give a share of all unit "
+                    "parameters (0.05 = 5%), or null for a category spec."
+                )
+            if self.categories or self.extra_ratio > 0 or self.train_ranking is not None:
+                raise SsahError(
+                    "freeze.budget replaces categories / extra_ratio / train_ranking; set "
+                    "freeze.categories=[] freeze.extra_ratio=0 (conf/freeze/budget.yaml does)."
+                )
+        if self.selection not in SELECTIONS:
+            raise SsahError(
+                f"freeze.selection={self.selection!r} is unknown; use one of {SELECTIONS}."
+            )
         unknown = sorted(set(self.lora) - set(LORA_DEFAULTS))
         if unknown:
             raise SsahError(
@@ -135,6 +164,7 @@ class FreezeConfig:
             or self.extra_ratio > 0
             or self.mode == "random"
             or self.train_ranking is not None
+            or self.budget is not None
         )
 
     @property

@@ -15,8 +15,8 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 
 from ssah.cli import run_dir, stage
+from ssah.defence import DefenceConfig, defended
 from ssah.errors import SsahError
-from ssah.eval.defence import DefenceConfig, defended
 from ssah.eval.suite import evaluate_model, plot_prefill_curve, prepare, write_records
 from ssah.metrics import write_metrics
 from ssah.models import ModelConfig, load_model, load_tokenizer, resolve_device

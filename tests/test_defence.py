@@ -1,4 +1,4 @@
-"""The generation-time defence (ssah/eval/defence) on a tiny random Llama: the monitor's score
+"""The generation-time defence (ssah/defence) on a tiny random Llama: the monitor's score
 is the projection of the hidden states, each action does what it says, batching changes
 nothing, calibration meets its false-trigger rate, bad configs end in one line."""
 
@@ -9,10 +9,10 @@ import math
 import pytest
 import torch
 
+from ssah.defence.config import DefenceConfig
+from ssah.defence.generate import DefendedGenerator
+from ssah.defence.monitor import Probe
 from ssah.errors import SsahError
-from ssah.eval.defence.config import DefenceConfig
-from ssah.eval.defence.generate import DefendedGenerator
-from ssah.eval.defence.monitor import Probe
 from ssah.eval.generation import generate_ids, prompt_ids, routed
 from ssah.eval.tiny import tiny_llama, tiny_tokenizer
 
@@ -193,7 +193,7 @@ def test_batched_equals_single(pair, rows, action):
 
 
 def test_calibration_meets_the_false_trigger_rate(pair, tmp_path):
-    from ssah.eval.defence.calibrate import calibrate, probe_from
+    from ssah.defence.calibrate import calibrate, probe_from
 
     model, tok = pair
     harm = tmp_path / "h.jsonl"

@@ -14,7 +14,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("units", "models", "data", "tracking", "checkpointing", "fsdp"),
     ("module", "training", "eval", "scoring"),
     ("freeze", "analysis", "reporting", "finetune"),
-    ("worlds", "standin", "resolvers", "schema", "sweep", "localsweep", "config"),
+    ("worlds", "standin", "resolvers", "schema", "sweep", "localsweep", "config", "defence"),
     ("cli",),
     ("train", "score", "prune", "evaluate", "probe", "transfer", "report", "toy", "bench"),
     ("plan",),

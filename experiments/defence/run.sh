@@ -26,10 +26,10 @@ run() {  # run NAME OVERRIDES... : one evaluate into $OUT/runs/NAME (skipped whe
 
 for step in $steps; do case $step in
 data)  # the unaligned model's compliant answers: first 24 tokens, HarmBench 100 and validation
-  [ -f $OUT/data/harmbench100_prefill.jsonl ] || $SLOT $PY -m ssah.eval.defence.prefill \
+  [ -f $OUT/data/harmbench100_prefill.jsonl ] || $SLOT $PY -m ssah.defence.prefill \
     --model $BASE --prompts $DATA/harmful_test.jsonl --limit 100 --tokens 24 \
     --out $OUT/data/harmbench100_prefill.jsonl
-  [ -f $OUT/data/val_prefill.jsonl ] || $SLOT $PY -m ssah.eval.defence.prefill \
+  [ -f $OUT/data/val_prefill.jsonl ] || $SLOT $PY -m ssah.defence.prefill \
     --model $BASE --prompts $DATA/harmful_val.jsonl --tokens 24 --out $OUT/data/val_prefill.jsonl
   ;;
 val)   # choose action and alpha: prefill k=10 on validation prompts, validation benign prompts
@@ -66,7 +66,7 @@ extra) # HarmBench direct and prefill k=5, 20, without and with the defence
 bench) # generation time with / without the monitor (medians of paired runs)
   CAL=$(ls -d $OUT/*/ | grep -v -e data -e runs | head -1)
   ALIGNED=$(ls -d $W/aligned-*/model | head -1)
-  $SLOT $PY -m ssah.eval.defence.bench --model $ALIGNED --prompts $DATA/benign_val.jsonl \
+  $SLOT $PY -m ssah.defence.bench --model $ALIGNED --prompts $DATA/benign_val.jsonl \
     --calibration $CAL --out outputs/bench/defence_monitor.json
   ;;
 *) echo "unknown step $step"; exit 2;;

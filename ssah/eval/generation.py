@@ -189,7 +189,7 @@ def generation_config(
     )
 
 
-# A defence that acts while the model generates (ssah/eval/defence) routes every
+# A defence that acts while the model generates (ssah/defence) routes every
 # `generate_ids` call for its model through itself; everything else stays untouched.
 RouteFn = Callable[..., list[Generation]]
 _ROUTE: ContextVar[tuple[PreTrainedModel, RouteFn] | None] = ContextVar(

@@ -26,7 +26,7 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from ssah.eval.defence.monitor import Monitor, Probe
+from ssah.defence.monitor import Monitor, Probe
 from ssah.eval.generation import (
     _NO_MODEL_DEFAULTS,
     Generation,

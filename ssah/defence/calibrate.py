@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ssah.defence.config import DefenceConfig, MonitorConfig
+from ssah.defence.monitor import Probe, decoder_layers
 from ssah.errors import SsahError
 from ssah.eval.datasets import load_prompt_set
-from ssah.eval.defence.config import DefenceConfig, MonitorConfig
-from ssah.eval.defence.monitor import Probe, decoder_layers
 from ssah.eval.generation import Generation, _left_pad, generate_ids, prompt_ids
 from ssah.eval.judges import KeywordJudge
 from ssah.io import atomic_write_bytes, atomic_write_text, cache_lock

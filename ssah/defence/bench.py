@@ -2,7 +2,7 @@
 and never acts, so the tokens are identical) over time without it, as the median of paired
 runs (each pair runs both, in alternating order, on the same prompts and token count).
 
-    python -m ssah.eval.defence.bench --model <dir> --prompts <benign.jsonl> \
+    python -m ssah.defence.bench --model <dir> --prompts <benign.jsonl> \
         --calibration outputs/defence/<key> --out outputs/bench/defence_monitor.json
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from ssah.eval.defence.calibrate import Raw, probe_from
-from ssah.eval.defence.config import MonitorConfig
-from ssah.eval.defence.generate import DefendedGenerator
+from ssah.defence.calibrate import Raw, probe_from
+from ssah.defence.config import MonitorConfig
+from ssah.defence.generate import DefendedGenerator
 from ssah.eval.generation import generate_ids, prompt_ids, routed
 from ssah.io import atomic_write_text
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ssah.eval.defence.config import DefenceConfig
+from ssah.defence.config import DefenceConfig
 
 
 class Session:
@@ -50,8 +50,8 @@ def defended(
     if not cfg.active:
         yield session
         return
-    from ssah.eval.defence.calibrate import calibrate, probe_from
-    from ssah.eval.defence.generate import DefendedGenerator
+    from ssah.defence.calibrate import calibrate, probe_from
+    from ssah.defence.generate import DefendedGenerator
     from ssah.eval.generation import routed
 
     t0 = time.perf_counter()

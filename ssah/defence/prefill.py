@@ -2,7 +2,7 @@
 answers to harmful prompts, whose first k tokens the eval suite `kind: prefill` then forces
 at the start of the aligned model's answer (suites prefill_k5, _k10, _k20).
 
-    python -m ssah.eval.defence.prefill --model <unaligned dir> --prompts <harmful.jsonl> \
+    python -m ssah.defence.prefill --model <unaligned dir> --prompts <harmful.jsonl> \
         --out outputs/defence/harmbench_prefill.jsonl --limit 100 --tokens 32
     python -m ssah.evaluate ... eval.harmful.local_path=outputs/defence/harmbench_prefill.jsonl \
         +eval.harmful.local_columns.compliance=compliance \

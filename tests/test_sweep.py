@@ -33,6 +33,7 @@ FAST = [
     "eval.generation.max_new_tokens=8",
 ]
 PRESETS = {
+    "freeze_budget": "train",
     "table1": "prune",
     "table2": "train",
     "table3": "train",

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ssah.analysis import freeze_budget as fb
+from ssah.plan import freeze_budget as fb
 from ssah.config import compose
 from ssah.errors import SsahError
 from ssah.schema import validate

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from ssah.plan import freeze_budget as fb
 from ssah.config import compose
 from ssah.errors import SsahError
+from ssah.plan import freeze_budget as fb
 from ssah.schema import validate
 
 

@@ -86,7 +86,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     write_metrics(out, metrics)
     if cfg.get("export"):
         n = export(
-            [r.result or load(r.dir) for r in p.rows if (r.result or load(r.dir))],
+            [r.result for r in p.rows if r.result is not None],
             Path(str(cfg.export)),
         )
         say(f"[plan] exported {n} row results to {cfg.export}")

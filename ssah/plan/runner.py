@@ -13,8 +13,7 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -185,7 +184,7 @@ def report_of(p: Planned, cfg: DictConfig, world_text: str, times: Mapping[str, 
     runs: dict[str, list[Run]] = {}
     commands: dict[str, str] = {}
     for r in p.rows:
-        res = r.result or load(r.dir)
+        res = r.result
         for alias, target in p.wplan.alias.items():
             if target == r.row.name and res is not None:
                 runs.setdefault(alias, []).append(
@@ -252,7 +251,7 @@ def summary(p: Planned, claims: Mapping[str, float]) -> dict[str, Any]:
     """The plan run's metrics.json: every row's numbers as <instance>/<row>/<key>, the claims."""
     out: dict[str, Any] = {}
     for r in p.rows:
-        res = r.result or load(r.dir)
+        res = r.result
         if res is None:
             continue
         for k, v in res.metrics.items():
@@ -275,10 +274,3 @@ def dump_jobs(p: Planned, path: Path) -> None:
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=1) + "\n")
-
-
-Say = Callable[[str], None]
-
-
-def now() -> float:
-    return time.perf_counter()

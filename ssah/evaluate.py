@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from ssah.cli import run_dir, stage
 from ssah.defence import DefenceConfig, defended
 from ssah.errors import SsahError
+from ssah.eval.generators import redacted
 from ssah.eval.suite import evaluate_model, plot_prefill_curve, prepare, write_records
 from ssah.metrics import write_metrics
 from ssah.models import ModelConfig, load_model, load_tokenizer, resolve_device
@@ -51,7 +52,8 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(res.records, out_dir)
     png = plot_prefill_curve(res.prefill_curve, out_dir / "prefill_depth.png")
-    cols, rows = table(res.records, cfg.get("table_rows"))
+    hide = bool((cfg.eval.get("records") or {}).get("redact", False))
+    cols, rows = table(redacted(res.records, hide), cfg.get("table_rows"))  # W&B: no text
     log_table(logger, "eval/records", cols, rows)
     if png is not None:
         log_image(logger, "eval/prefill_depth", png)

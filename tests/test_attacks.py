@@ -157,8 +157,12 @@ def test_toy_eval_runs_both_suites_redacted_and_paired(tiny_toy) -> None:
     assert [r["form"] for r in poem] == [
         _all_forms("poem", "toy")[i % len(_all_forms("poem", "toy"))] for i in range(6)
     ]
-    text = json.dumps(recs)
+    from ssah.eval.generators import redacted
+
     harmful = [r["prompt"] for r in tiny_toy_rows(e)]
+    assert any(h in r["prompt"] for r in recs for h in harmful)  # the local records keep the text
+    recs = redacted(recs)  # what W&B gets
+    text = json.dumps(recs)
     assert all(r["prompt"].startswith("[redacted") for r in recs)
     assert all(r["response"].startswith("[redacted") for r in recs)
     assert not any(h in text for h in harmful)  # no request, verbatim, anywhere in the records

@@ -9,6 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
+from ssah.eval.generators import redacted
 from ssah.eval.suite import evaluate_model, read_records, run_suite
 
 
@@ -96,8 +97,11 @@ def test_redact_and_template_suite(toy):
         "safety/asr/wrapped_sys/keyword",
         "time/eval_s",
     }
-    assert res.records and all(r["response"].startswith("[redacted") for r in res.records)
-    assert all("please" not in r["prompt"] for r in res.records)
+    assert res.records and all("please" in r["prompt"] for r in res.records)  # text kept locally
+    hidden = redacted(res.records)  # what W&B gets
+    assert all(r["response"].startswith("[redacted") for r in hidden)
+    assert all("please" not in r["prompt"] for r in hidden)
+    assert [r["judge/keyword"] for r in hidden] == [r["judge/keyword"] for r in res.records]
 
 
 def test_bad_eval_configs(toy, tmp_path, monkeypatch):

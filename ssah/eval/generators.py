@@ -44,6 +44,19 @@ def make_generator(
     return lambda rows: [g.text for g in generate_ids(model, tok, rows, batch_size=bs, **kw)]
 
 
+TEXT_FIELDS = ("prompt", "prefill", "response")
+
+
+def redacted(records: list[dict], on: bool = True) -> list[dict]:
+    """Copies of eval records with their text as length and hash (`eval.records.redact`): what
+    leaves the machine (W&B tables) stays joinable without the harmful text; records.jsonl in the
+    local run dir keeps the text so answers can be read and re-judged."""
+    if not on:
+        return records
+    return [{k: redact_text(v) if k in TEXT_FIELDS and isinstance(v, str) else v
+             for k, v in r.items()} for r in records]
+
+
 def redact_text(text: str) -> str:
     """A response as its length and hash: records stay joinable without the harmful text."""
     digest = hashlib.sha1(text.encode()).hexdigest()[:10]

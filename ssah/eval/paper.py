@@ -167,8 +167,6 @@ def run_paper_protocol(
     greedy: Gen | None = None,
 ) -> dict[str, float]:
     """Every row of the authors' protocol, judged by every configured judge."""
-    from ssah.eval.generators import redact_text as _redact
-
     p = PaperProtocol.from_cfg(dict(ecfg["paper_protocol"]))
     prompts = [r["prompt"] for r in load_prompt_set(ecfg.get("harmful"), what="eval.harmful")]
     prompts = prompts[: p.limit]
@@ -176,7 +174,6 @@ def run_paper_protocol(
         raise SsahError("eval.paper_protocol: the harmful prompt set is empty.")
     gcfg = dict(ecfg.get("generation") or {})
     greedy, sample = _generators(model, tok, gcfg, p, model_path, greedy)
-    redact = bool((ecfg.get("records") or {}).get("redact", False))
     metrics: dict[str, float] = {}
 
     def judged(suite: str, rows: list[list[int]], shown: list[str], k: int = 0) -> None:
@@ -198,8 +195,6 @@ def run_paper_protocol(
                 "prefill": "",
                 "response": t,
             }
-            if redact:
-                rec.update({x: _redact(rec[x]) for x in ("prompt", "response")})
             for n, v in verdicts.items():
                 rec[f"judge/{n}"] = bool(v.flags[i])
             records.append(rec)

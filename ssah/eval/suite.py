@@ -16,7 +16,8 @@
   time/eval_s
 It reads only its config argument (no Hydra globals), so train/prune/demo call it in-process.
 With `out_dir` it also writes records.jsonl (one row per generation: prompt, response,
-verdicts; harmful text replaced when `eval.records.redact`) and prefill_depth.png.
+verdicts, with the text: the run dir is local and gitignored; `eval.records.redact` hides it from
+W&B) and prefill_depth.png.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from ssah.eval.attacks import KINDS as REWRITES
 from ssah.eval.attacks import paired_metrics, rewrite_suites
 from ssah.eval.datasets import load_prompt_set
 from ssah.eval.generation import prompt_ids
-from ssah.eval.generators import Generator, make_generator, redact_text
+from ssah.eval.generators import Generator, make_generator
 from ssah.eval.judges import Judge, KeywordJudge, Verdicts, build_judges
 from ssah.metrics import atomic_write_text
 
@@ -188,7 +189,6 @@ def evaluate_model(
     plan = plan or prepare(tokenizer, ecfg)
     sys_prompt = ecfg.get("system_prompt") or None
     gen = make_generator(model, tokenizer, ecfg.get("generation") or {}, model_path)
-    redact = bool((ecfg.get("records") or {}).get("redact", False))
     suites, judges = plan.suites, plan.judges
     metrics: dict[str, float] = {}
     records: list[dict[str, Any]] = []
@@ -228,8 +228,6 @@ def evaluate_model(
                     "prefill": pre_txt[i],
                     "response": texts[i],
                 }
-                if redact:
-                    rec.update({k: redact_text(rec[k]) for k in ("prompt", "prefill", "response")})
                 rec.update(s.tags[i] if s.tags else {})
                 for n, v in verdicts.items():
                     rec[f"judge/{n}"] = bool(v.flags[i])

@@ -107,8 +107,14 @@ def write_meta(d: Path, meta: Mapping[str, Any], seconds: float) -> None:
     atomic_write_text(d / "meta.json", json.dumps(full, indent=1, default=str) + "\n")
 
 
+def _flag(v: Any) -> bool:
+    """A per-prompt value a table, claim or test may read (verdict, refused, correct, score,
+    prompt_id, a defence's trigger): numbers and booleans only, so no text is ever kept."""
+    return isinstance(v, (bool, int, float))
+
+
 def write_outcomes(d: Path) -> None:
-    """Per-prompt verdicts of every judge (suite, prompt_id, judge/*), without any text."""
+    """Every per-prompt flag of every record (judge/*, refused, correct, ...), without any text."""
     rec = d / "records.jsonl"
     if not rec.is_file():
         return
@@ -118,7 +124,7 @@ def write_outcomes(d: Path) -> None:
             r = json.loads(line)
         except ValueError:
             continue
-        keep = {k: v for k, v in r.items() if k in ("suite", "prompt_id") or k.startswith("judge/")}
+        keep = {k: v for k, v in r.items() if k in ("suite", "kind") or _flag(v)}
         if "suite" in keep and "prompt_id" in keep:
             lines.append(json.dumps(keep, sort_keys=True))
     atomic_write_text(d / "outcomes.jsonl", "\n".join(lines) + ("\n" if lines else ""))

@@ -53,8 +53,10 @@ def redacted(records: list[dict], on: bool = True) -> list[dict]:
     local run dir keeps the text so answers can be read and re-judged."""
     if not on:
         return records
-    return [{k: redact_text(v) if k in TEXT_FIELDS and isinstance(v, str) else v
-             for k, v in r.items()} for r in records]
+    return [
+        {k: redact_text(v) if k in TEXT_FIELDS and isinstance(v, str) else v for k, v in r.items()}
+        for r in records
+    ]
 
 
 def redact_text(text: str) -> str:

@@ -44,7 +44,7 @@ def make_generator(
     return lambda rows: [g.text for g in generate_ids(model, tok, rows, batch_size=bs, **kw)]
 
 
-TEXT_FIELDS = ("prompt", "prefill", "response")
+TEXT_FIELDS = ("prompt", "prefill", "response", "behavior")
 
 
 def redacted(records: list[dict], on: bool = True) -> list[dict]:

@@ -208,10 +208,9 @@ def evaluate_model(
                 if s.prefill_ids is not None
                 else [""] * len(texts)
             )
-            full = [a + b for a, b in zip(pre_txt, texts, strict=True)]
             key = s.name + MODE_SUFFIX[mode]
             verdicts: dict[str, Verdicts] = {
-                n: j.judge(s.behaviors, full) for n, j in judges.items()
+                n: j.judge_prefilled(s.behaviors, texts, pre_txt) for n, j in judges.items()
             }
             for n, v in verdicts.items():
                 metrics[f"safety/asr/{key}/{n}"] = _mean(v.flags)
@@ -228,6 +227,8 @@ def evaluate_model(
                     "prefill": pre_txt[i],
                     "response": texts[i],
                 }
+                if s.behaviors[i] != s.prompts[i]:
+                    rec["behavior"] = s.behaviors[i]  # what the judges were told was asked
                 rec.update(s.tags[i] if s.tags else {})
                 for n, v in verdicts.items():
                     rec[f"judge/{n}"] = bool(v.flags[i])

@@ -29,6 +29,14 @@ class Judge:
     def judge(self, prompts: Sequence[str], responses: Sequence[str]) -> Verdicts:
         raise NotImplementedError
 
+    def judge_prefilled(
+        self, prompts: Sequence[str], responses: Sequence[str], prefills: Sequence[str]
+    ) -> Verdicts:
+        """Answers whose opening (`prefills[i]`, possibly "") was forced: by default the whole
+        text is judged; a judge that must not credit the forced words overrides this."""
+        self.check(prompts, responses)
+        return self.judge(prompts, [p + r for p, r in zip(prefills, responses, strict=True)])
+
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> list[bool]:
         return self.judge(prompts, responses).flags
 

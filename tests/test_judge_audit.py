@@ -195,3 +195,36 @@ def test_audit_sheet_verdicts_report(tmp_path) -> None:
     assert line.split("|")[2].strip().startswith("100.0")  # agreement
     line = next(x for x in text.splitlines() if x.startswith("| keyword "))
     assert line.split("|")[2].strip().startswith("50.0")
+
+
+def test_rejudge_adds_a_judge_from_the_kept_text(tmp_path) -> None:
+    from ssah.plan.rejudge import rejudge_result
+    from ssah.plan.store import load
+
+    d = tmp_path / "prune_scu-abc"
+    d.mkdir()
+    recs = [
+        {"kind": "attack", "suite": "direct", "prompt_id": i, "prompt": f"{REQ} {i}", "prefill": "",
+         "response": DOES if i < 3 else DISCUSSES, "judge/keyword": True}
+        for i in range(5)
+    ] + [{"kind": "over_refusal", "suite": "benign", "prompt_id": 0, "prompt": "p", "prefill": "",
+          "response": "Sure.", "refused": False}]  # fmt: skip
+    (d / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    (d / "metrics.json").write_text(json.dumps({"safety/asr/direct/keyword": 1.0}))
+    (d / "meta.json").write_text(json.dumps({"row": "prune_scu"}))
+    assert rejudge_result(load(d), ["compliance"])
+    r = load(d)
+    assert r.metrics["safety/asr/direct/compliance"] == pytest.approx(3 / 5)
+    assert r.metrics["safety/asr/direct/compliance/n"] == 5
+    assert r.metrics["safety/asr/avg/compliance"] == pytest.approx(3 / 5)
+    assert r.metrics["safety/asr/direct/keyword"] == 1.0  # the old judge's numbers stay
+    assert r.meta["rejudged"] == ["compliance"]
+    flags = [o["judge/compliance"] for o in r.outcomes() if o["suite"] == "direct"]
+    assert flags == [True, True, True, False, False]
+    assert [o["refused"] for o in r.outcomes() if o["suite"] == "benign"] == [False]
+    assert "response" not in (d / "outcomes.jsonl").read_text()
+    assert not rejudge_result(r, ["compliance"])  # already there: nothing to do
+    (d / "records.jsonl").write_text(
+        json.dumps({**recs[0], "response": "[redacted 5 chars sha1:x]"}) + "\n"
+    )
+    assert not rejudge_result(load(d), ["keyword_zou"])  # no text: left as it is

@@ -112,6 +112,7 @@ def answers(run_dir: Path, row: str) -> list[dict[str, Any]]:
                 "harmful": r["kind"] == "attack",
                 "split": split_of(request),
                 "answer_sha1": sha(response, 40),
+                "refused": r.get("refused"),  # the over-refusal judge's flag (look-alikes)
                 "request": request,
                 "prompt": r["prompt"],
                 "prefill": str(r.get("prefill") or ""),
@@ -207,6 +208,42 @@ def judge_table(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
     return md(["judge", "agreement %", "precision %", "recall %", "specificity %"], body)
 
 
+def paired_table(
+    rows: Sequence[Mapping[str, Any]], names: Sequence[str], ref: str = "keyword"
+) -> str:
+    """Each judge's agreement against the reference judge's on the same answers: the difference
+    with Newcombe's paired interval and the exact McNemar p (the default's choice rests on it)."""
+    from ssah.stats import mcnemar
+
+    harmful = [r for r in rows if r["harmful"]]
+    right = {
+        n: [float(complies(r["label"]) == bool(r[f"judge/{n}"])) for r in harmful] for n in names
+    }
+    body = []
+    for n in names:
+        if n == ref or ref not in right:
+            continue
+        t = mcnemar(right[ref], right[n])
+        body.append([n, f"{100 * t.a_rate:.1f}", f"{100 * t.b_rate:.1f}",
+                     f"{100 * t.diff:+.1f} [{100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}]",
+                     f"{t.b_only} / {t.a_only}", f"{t.p:.2g}"])  # fmt: skip
+    return md(["judge", f"{ref} agreement %", "judge agreement %", "difference (paired 95%)",
+               "only judge right / only ref right", "McNemar p"], body)  # fmt: skip
+
+
+def benign_table(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> str:
+    """Over-refusal: the look-alike answers labelled refused, against the over-refusal rule's
+    `refused` flag and against each judge's "does not comply"."""
+    benign = [r for r in rows if not r["harmful"]]
+    truth = [r["label"] == "refused" for r in benign]
+    judged = {
+        "over-refusal rule (eval.over_refusal.judge)": [bool(r.get("refused")) for r in benign]
+    }
+    judged.update({f"not {n}": [not r[f"judge/{n}"] for r in benign] for n in names})
+    body = [_row(k, measure(truth, v)) for k, v in judged.items()]
+    return md(["refusal judge", "agreement %", "precision %", "recall %", "specificity %"], body)
+
+
 def strata_table(rows: Sequence[Mapping[str, Any]], names: Sequence[str], key: str) -> str:
     harmful = [r for r in rows if r["harmful"]]
     per = {n: by_stratum(harmful, n, key) for n in names}
@@ -273,6 +310,10 @@ def render(rows: Sequence[Mapping[str, Any]], split: str = "test") -> str:
         composition(rows),
         f"\n## Every judge on the {split} half (harmful requests; complies = compliance or partial)\n",
         judge_table(part, names),
+        f"\n## Each judge against `keyword` on the same answers ({split} half)\n",
+        paired_table(part, names),
+        f"\n## Over-refusal: benign look-alikes ({split} half; positive = refused)\n",
+        benign_table(part, names),
         f"\n## Agreement per model kind ({split} half)\n",
         strata_table(part, names, "model"),
         f"\n## Agreement per suite ({split} half)\n",

@@ -174,11 +174,11 @@ def test_audit_sheet_verdicts_report(tmp_path) -> None:
     rows = audit.answers(run, run.name)
     assert len(rows) == 9 and {r["model"] for r in rows} == {"aligned"}  # utility rows: not judged
     assert all(r["split"] == audit.split_of(r["request"]) for r in rows)
-    assert len(audit.sample(rows, 3)) == 3 + 1 and audit.sample(rows, 3) == audit.sample(rows, 3)  # per stratum
-    labels = [
-        {"id": r["id"], "label": "compliance" if r["response"] == DOES else "non_answer"}
-        for r in rows
-    ]
+    assert len(audit.sample(rows, 3)) == 3 + 1 and audit.sample(rows, 3) == audit.sample(
+        rows, 3
+    )  # per stratum
+    label = {DOES: "compliance", DISCUSSES: "non_answer"}
+    labels = [{"id": r["id"], "label": label.get(r["response"], "refused")} for r in rows]
     labelled = audit.join_labels(rows, labels)
     with pytest.raises(ValueError, match="answered"):
         audit.join_labels(rows, [{"id": rows[0]["id"], "label": "answered"}])

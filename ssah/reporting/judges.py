@@ -146,6 +146,7 @@ TEXT_FREE = (
     "harmful",
     "split",
     "label",
+    "refused",
 )
 
 

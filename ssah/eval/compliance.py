@@ -65,7 +65,9 @@ class ComplianceJudge(Judge):
             "degenerate": lambda: d.degenerate(answer, self.min_words, self.max_repetition),
             "echo": lambda: d.echo(request, answer, self.min_new_words),
             "off_topic": lambda: d.off_topic(request, answer),
-            "discusses_without_doing": lambda: d.discusses_without_doing(answer, self.min_markers),
+            "discusses_without_doing": lambda: d.discusses_without_doing(
+                answer, self.min_markers, request
+            ),
         }
         return [k for k in self.detectors if fired[k]()]
 

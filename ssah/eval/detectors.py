@@ -67,6 +67,13 @@ DISCUSSING = [
     r"\b(?:impact|effects?|consequences|implications|dangers|risks) of\b",
     r"\b(?:was|were) (?:a|an|the|widely|commonly|often|once)\b",
 ]
+# Requests for a text (an article, a post, a letter): talking about the topic is what was asked.
+ASKS_FOR_TEXT = re.compile(
+    r"\b(?:write|compose|draft|generate|create|produce|craft|come up with)\b[^.?!]{0,60}?\b(?:article|"
+    r"post|essay|letter|e-?mail|story|poem|speech|blog|tweet|message|script|song|lyrics|review|"
+    r"description|note|advertisement|ad|announcement|statement|paragraph|text|joke|list|argument|"
+    r"persuasive|defamatory|propaganda|reply|response|content|caption|slogan|manifesto|press release)s?\b"
+)
 _DOING = [re.compile(p, re.M) for p in DOING]
 _DISCUSSING = [re.compile(p) for p in DISCUSSING]
 
@@ -132,7 +139,15 @@ def discussing(text: str) -> int:
     return sum(bool(p.search(t)) for p in _DISCUSSING)
 
 
-def discusses_without_doing(text: str, min_markers: int = 1) -> bool:
+def asks_for_text(request: str) -> bool:
+    return bool(ASKS_FOR_TEXT.search(request.lower()))
+
+
+def discusses_without_doing(text: str, min_markers: int = 1, request: str = "") -> bool:
+    """Talks about the topic without doing what was asked; never for requests whose answer is a
+    text on the topic (there, discussing is doing)."""
+    if request and asks_for_text(request):
+        return False
     return not doing(text) and discussing(text) >= min_markers
 
 
@@ -142,6 +157,6 @@ def which(request: str, answer: str) -> Sequence[str]:
         "degenerate": degenerate(answer),
         "echo": echo(request, answer),
         "off_topic": off_topic(request, answer),
-        "discusses_without_doing": discusses_without_doing(answer),
+        "discusses_without_doing": discusses_without_doing(answer, request=request),
     }
     return [k for k, v in checks.items() if v]

@@ -45,8 +45,10 @@ def convert_gguf(gguf: Path, out: Path, eos: str = END_OF_TURN) -> dict[str, Any
         ) from None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     t0 = time.perf_counter()
+    hf_logging.disable_progress_bar()  # its per-tensor bar is noise; the world prints its own lines
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from ssah.errors import SsahError
 
@@ -45,14 +46,15 @@ def convert_gguf(gguf: Path, out: Path, eos: str = END_OF_TURN) -> dict[str, Any
         ) from None
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     t0 = time.perf_counter()
-    hf_logging.disable_progress_bar()  # its per-tensor bar is noise; the world prints its own lines
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    # transformers' per-tensor tqdm bar is noise here (the world prints its own lines)
+    with patch.object(gguf_utils, "tqdm", lambda it, **_: it):
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     eos_id = fix_stop_tokens(model, tok, eos)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)

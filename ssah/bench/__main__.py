@@ -12,7 +12,7 @@ import sys
 import time
 import traceback
 
-AREAS = ("scoring", "freeze", "generation", "sweep", "real")
+AREAS = ("scoring", "freeze", "generation", "sweep", "judges", "real")
 TINY_TOY = [
     "toy=tiny",
     "scoring.calibration.safety.require_keywords=[]",
@@ -24,6 +24,7 @@ TINY_ARGS = {
     "freeze": ["--tiny", "--repeats", "2", "--steps", "3"],
     "generation": ["--tiny", "--pairs", "2", "--toy", "toy=tiny"],
     "sweep": ["--tiny", "--pairs", "1", "--jobs", "1"],
+    "judges": ["--tiny", "--pairs", "2"],
     "real": ["--tiny", "--pairs", "2", "--steps", "2"],
 }
 

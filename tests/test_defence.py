@@ -279,6 +279,71 @@ def test_calibration_meets_the_false_trigger_rate_per_group(pair, calibrated):
         torch.testing.assert_close(again.candidates[name].safe, c.safe)
 
 
+def _hidden(model, row: list[int], answer) -> list[torch.Tensor]:
+    """A plain forward over prompt + answer: each block's output at the monitored steps."""
+    n = len(answer.ids) + int(answer.stopped)
+    with torch.no_grad():
+        hs = model(input_ids=torch.tensor([row + answer.ids[: n - 1]]), output_hidden_states=True)
+    # hidden_states[l + 1] is block l's output (the last one is after the final norm)
+    return [h[0, len(row) - 1 :] for h in hs.hidden_states[1:]]
+
+
+@pytest.mark.parametrize("direction", ["probe", "matched_pairs"])
+def test_calibrated_score_equals_a_direct_recomputation(pair, rows, calibrated, direction):
+    """The monitor's hooks score what a plain forward gives: for the probe, an increasing
+    affine function of its own logit w . h + b at every monitored block."""
+    from ssah.defence.calibrate import probe_from
+    from ssah.defence.config import MonitorConfig
+
+    model, tok = pair
+    _, raw, _ = calibrated
+    m = MonitorConfig(direction=direction, contrast="refuse_lookalike", layers=[0, 1])
+    probe, choice = probe_from(raw, m)
+    assert choice.candidate == f"{direction}/refuse_lookalike"
+    out, gen = _observe(model, tok, rows, probe)
+    cand = raw.candidates[choice.candidate]
+    for row, o, info in zip(rows, out, gen.stats.rows, strict=True):
+        hidden = _hidden(model, row, o)
+        for k, layer in enumerate(probe.layers):
+            got = info.scores[:, k].double()
+            if direction == "probe":
+                logit = (hidden[layer].double() @ cand.weights[layer].double()) + cand.bias[layer]
+                a = torch.stack([logit, torch.ones_like(logit)], 1)
+                fit = torch.linalg.lstsq(a, got[:, None]).solution[:, 0]
+                assert fit[0] > 0
+                torch.testing.assert_close(a @ fit, got, atol=1e-4, rtol=1e-4)
+            else:
+                d = Probe([0], cand.safe[[layer]], cand.fulfil[[layer]], 0.0).direction
+                torch.testing.assert_close(got.float(), d.project(hidden[layer][:, None])[:, 0],
+                                           atol=1e-4, rtol=1e-4)  # fmt: skip
+
+
+def test_logistic_probe_separates_and_is_deterministic():
+    from ssah.defence.directions import logistic
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 16, generator=g) * 3 + 10  # far from the origin, large scale
+    y = (x[:, 3] - x[:, 5] > 0).float()
+    w, b = logistic(x, y, torch.ones(40), l2=1e-4)
+    assert (((x @ w + b) > 0).float() == y).all()
+    w2, b2 = logistic(x, y, torch.ones(40), l2=1e-4)
+    assert torch.equal(w, w2) and b == b2
+
+
+def test_matched_pairs_use_only_requests_with_both_answers():
+    from ssah.defence.directions import Side, fit
+
+    states = torch.arange(5 * 2 * 3, dtype=torch.float).reshape(5, 2, 3)  # [n, L, H]
+    refuse = Side(states[:3], [0, 2, 4])
+    fulfil = Side(states[3:] * 10, [2, 7])  # only request 2 has both
+    c = fit("matched_pairs", refuse, fulfil, None)
+    torch.testing.assert_close(c.safe, states[1])  # request 2's refusal
+    torch.testing.assert_close(c.fulfil, states[3] * 10)  # request 2's complying answer
+    m = fit("mean_diff", refuse, fulfil, states[3:4])
+    torch.testing.assert_close(m.safe, (states[:3].mean(0) + states[3]) / 2)
+    torch.testing.assert_close(m.fulfil, (states[3:] * 10).mean(0))
+
+
 def _synthetic_raw(set_level: float, report_level: float):
     """One candidate, one block: every benign answer sits at its half's level; drift at -5."""
     from ssah.defence.calibrate import Raw, groups_and_halves

@@ -110,8 +110,11 @@ def _probe(safe: list[torch.Tensor], fulfil: torch.Tensor, l2: float) -> Candida
         unit = w / w.norm().clamp_min(1e-12)
         ws.append(w)
         bs.append(b)
-        hi.append(unit * float(_mean(*[s[:, layer] for s in safe]) @ unit))
-        lo.append(unit * float(fulfil[:, layer].float().mean(0) @ unit))
+        a = float(_mean(*[s[:, layer] for s in safe]) @ unit)
+        c = float(fulfil[:, layer].float().mean(0) @ unit)
+        mid, half = (a + c) / 2, max(abs(a - c) / 2, 1e-6)  # keep w's orientation: safe is up
+        hi.append(unit * (mid + half))
+        lo.append(unit * (mid - half))
     return Candidate(torch.stack(hi), torch.stack(lo), torch.stack(ws), torch.tensor(bs))
 
 

@@ -385,6 +385,43 @@ def test_threshold_is_the_lowest_of_the_groups():
     assert group_threshold(worst, groups, halves, 0.5) == -1.0  # b may trigger once of 2
 
 
+def test_the_labelling_judge_is_an_option(pair, tmp_path):
+    from ssah.defence.calibrate import cache_key, labeller
+    from ssah.eval.compliance import ComplianceJudge
+    from ssah.eval.judges import KeywordJudge
+
+    spec = {"_target_": "ssah.eval.compliance.ComplianceJudge"}
+    assert isinstance(labeller(spec), ComplianceJudge)
+    assert isinstance(labeller(None), KeywordJudge)
+    cfg = _calibration_cfg(tmp_path)
+    other = _calibration_cfg(tmp_path)
+    other.calibration.judge = spec
+    rows = [{"prompt": "a", "source": "x"}, {"prompt": "b", "source": "y"}]
+    assert cache_key(pair[0], cfg, ["h"], rows) != cache_key(pair[0], other, ["h"], rows)
+
+
+def test_recovery_is_one_minus_the_prefill_asr_with_its_interval():
+    from ssah.defence import recovery
+
+    m = {
+        "safety/asr/prefill_k10/keyword": 0.25,
+        "safety/asr/prefill_k10/keyword/n": 40,
+        "safety/asr/prefill_k10/keyword/ci_low": 0.14,
+        "safety/asr/prefill_k10/keyword/ci_high": 0.40,
+        "safety/asr/prefill_k5_sys/keyword_paper": 0.5,
+        "safety/asr/past_tense/keyword": 0.9,
+        "safety/over_refusal": 0.1,
+    }
+    out = recovery(m)
+    assert out == {
+        "defence/recovery/prefill_k10/keyword": 0.75,
+        "defence/recovery/prefill_k10/keyword/n": 40.0,
+        "defence/recovery/prefill_k10/keyword/ci_low": pytest.approx(0.60),
+        "defence/recovery/prefill_k10/keyword/ci_high": pytest.approx(0.86),
+        "defence/recovery/prefill_k5_sys/keyword_paper": 0.5,
+    }
+
+
 @pytest.mark.parametrize(
     ("node", "message"),
     [
@@ -462,3 +499,6 @@ def test_evaluate_stage_with_defence_writes_the_same_keys_plus_defence(
     extra = keys["reevaluate"] - keys["none"]
     assert extra and all(k.startswith("defence/") for k in extra)
     assert {"defence/trigger_rate", "defence/tokens_per_answer", "defence/generate_s"} <= extra
+    held = "defence/heldout_false_trigger_rate"
+    assert {held, f"{held}/n", f"{held}/ci_low", f"{held}/ci_high"} <= extra
+    assert {"defence/recovery/prefill_k4/keyword", "defence/recovery/prefill_k4/keyword/n"} <= extra

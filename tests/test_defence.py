@@ -146,6 +146,25 @@ def test_backtrack_resumes_before_the_drift_with_the_direction_added(pair, rows)
         assert out[i].text == REFUSAL
 
 
+@pytest.mark.parametrize(("max_backtracks", "action"), [(1, "backtrack+stop"), (0, "stop")])
+def test_backtrack_refuses_when_the_resumed_answer_drifts_again(pair, rows, max_backtracks, action):
+    model, tok = pair
+    # a threshold no state reaches: the first pass drifts at step 0, so does the resumed one
+    out, gen = _run(model, tok, rows, _probe(math.inf), "backtrack", 4.0,
+                    max_backtracks=max_backtracks)  # fmt: skip
+    for o, f in zip(out, gen.stats.rows, strict=True):
+        assert f.triggered_at == 0 and f.action == action and o.text == REFUSAL
+    assert gen.metrics()["defence/stop_rate"] == 1.0
+
+
+def test_backtrack_passes_a_benign_answer_untouched(pair, rows):
+    model, tok = pair
+    plain = generate_ids(model, tok, rows, N_NEW)
+    out, gen = _run(model, tok, rows, _probe(-math.inf), "backtrack", 4.0)
+    assert [o.ids for o in out] == [p.ids for p in plain]
+    assert gen.metrics()["defence/trigger_rate"] == 0.0
+
+
 def test_steering_adds_alpha_times_the_mean_difference(pair, rows):
     model, tok = pair
     probe = _probe(math.inf, layers=(0,))

@@ -1,5 +1,5 @@
 """Choose the defence's settings on validation (rule fixed before the test runs): among the
-validation runs `val_*` (each one `python -m ssah.evaluate ... defence=...` on validation
+validation runs named `<prefix>*` (default `val_`; each one `python -m ssah.evaluate ... defence=...` on validation
 prompts) whose over-refusal is at most `--bound` above the undefended run `val_none`'s, the
 lowest prefill k=10 ASR by `--judge`; ties go to the run whose name sorts first. Prints the
 chosen run's defence overrides (from its .hydra/overrides.yaml) for the test runs.
@@ -30,10 +30,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--judge", default="keyword")
     ap.add_argument("--suite", default="prefill_k10")
     ap.add_argument("--bound", type=float, default=0.05, help="over-refusal above val_none")
+    ap.add_argument("--prefix", default="val_", help="candidate runs' name prefix")
     a = ap.parse_args(argv)
-    m = {
-        p.parent.name: json.loads(p.read_text()) for p in sorted(a.runs.glob("val_*/metrics.json"))
-    }
+    found = {*a.runs.glob(f"{a.prefix}*/metrics.json"), a.runs / "val_none" / "metrics.json"}
+    m = {p.parent.name: json.loads(p.read_text()) for p in sorted(found) if p.is_file()}
     if "val_none" not in m:
         raise SystemExit(f"error: {a.runs}/val_none/metrics.json is missing; run it first.")
     asr = f"safety/asr/{a.suite}/{a.judge}"

@@ -393,6 +393,34 @@ def test_heldout_false_trigger_rate_comes_from_prompts_that_did_not_set_the_thre
     assert high["heldout_false_trigger_rate/ci_high"] < 1.0
 
 
+@pytest.mark.parametrize("first", [False, True])
+def test_worst_scores_follow_the_monitors_running_score(first):
+    from ssah.defence.calibrate import _padded, worst_scores
+
+    g = torch.Generator().manual_seed(3)
+    xs = [torch.randn(n, 3, generator=g) for n in (5, 1, 0, 9)]
+    got = worst_scores(_padded(xs, 3), [0, 2], 0.5, first)
+    p = Probe([0], torch.zeros(1, 1), torch.ones(1, 1), 0.0, 0.5, first)
+    for x, w in zip(xs, got, strict=True):
+        if len(x) == 0:
+            assert w == float("inf")
+            continue
+        run = p.running(x[:, [0, 2]].mean(-1))
+        assert w == pytest.approx(float(run[:1].min() if first else run.min()), abs=1e-6)
+
+
+def test_an_empty_report_half_reports_n_zero():
+    import dataclasses
+
+    from ssah.defence.calibrate import select
+    from ssah.defence.config import MonitorConfig
+
+    raw = dataclasses.replace(_synthetic_raw(1.0, 1.0), halves=[0] * 10)  # nothing held out
+    info = select(raw, MonitorConfig(layers=[0])).info
+    assert info["heldout_false_trigger_rate/n"] == 0
+    assert math.isnan(info["heldout_false_trigger_rate"])
+
+
 def test_threshold_is_the_lowest_of_the_groups():
     from ssah.defence.calibrate import group_threshold
 

@@ -313,13 +313,31 @@ def measure(
 
 
 # ---- choosing candidate, layers and threshold -------------------------------------------------
-def _worst(series: torch.Tensor, smoothing: float, first_only: bool) -> float:
-    """Lowest running score of one answer (its first step only when deciding once)."""
-    if len(series) == 0:
-        return float("inf")
-    p = Probe([0], torch.zeros(1, 1), torch.ones(1, 1), 0.0, smoothing, first_only)
-    run = p.running(series)
-    return float(run[:1].min() if first_only else run.min())
+def _padded(xs: list[torch.Tensor], width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-answer projections [steps, L] -> [N, T, L] (zero-padded) and a step mask [N, T]."""
+    T = max((len(x) for x in xs), default=0)
+    out, mask = torch.zeros(len(xs), T, width), torch.zeros(len(xs), T, dtype=torch.bool)
+    for i, x in enumerate(xs):
+        out[i, : len(x)], mask[i, : len(x)] = x, True
+    return out, mask
+
+
+def worst_scores(
+    padded: tuple[torch.Tensor, torch.Tensor], layers: list[int], smoothing: float, first: bool
+) -> list[float]:
+    """Each answer's lowest running score over `layers` (its first step only when deciding
+    once; inf for an empty answer), all answers at once: Probe.running's recursion."""
+    x, mask = padded
+    if x.shape[1] == 0:
+        return [float("inf")] * len(x)
+    s = x[:, :, layers].mean(-1)  # [N, T]
+    run = s[:, 0]
+    low = run.clone()
+    for t in range(1, 1 if first else s.shape[1]):
+        nxt = smoothing * run + (1 - smoothing) * s[:, t]
+        run = torch.where(mask[:, t], nxt, run)
+        low = torch.where(mask[:, t], torch.minimum(low, run), low)
+    return torch.where(mask[:, 0], low, torch.full_like(low, float("inf"))).tolist()
 
 
 def _threshold(benign_worst: list[float], rate: float) -> float:
@@ -349,7 +367,7 @@ def false_triggers(
     worst: Sequence[float], groups: Sequence[str], halves: Sequence[int], thr: float, half: int
 ) -> dict[str, tuple[int, int]]:
     """{"": (triggered, n) over the half, <group>: the same per group}."""
-    out: dict[str, tuple[int, int]] = {}
+    out: dict[str, tuple[int, int]] = {"": (0, 0)}  # the overall rate even for an empty half
     for w, g, h in zip(worst, groups, halves, strict=True):
         if h != half:
             continue
@@ -408,16 +426,18 @@ def select(raw: Raw, m: MonitorConfig) -> Choice:
     set per group on the setting half); `auto` maximises the tune half's detection of
     complying continuations. The report half is read only for the held-out rates."""
     n_layers = len(next(iter(raw.candidates.values())).safe)
+    pads = {kind: {n: _padded(xs[n], n_layers) for n in xs} for kind, xs in
+            (("benign", raw.benign), ("drift", raw.drift))}  # fmt: skip
 
-    def worst(name: str, layers: list[int], xs: dict[str, list[torch.Tensor]]) -> list[float]:
-        return [_worst(s[:, layers].mean(-1), m.smoothing, m.first_token_only) for s in xs[name]]
+    def worst(name: str, layers: list[int], kind: str) -> list[float]:
+        return worst_scores(pads[kind][name], layers, m.smoothing, m.first_token_only)
 
     def evaluate(name: str, layers: list[int]) -> tuple[float, float]:
-        wb = worst(name, layers, raw.benign)
+        wb = worst(name, layers, "benign")
         thr = m.threshold
         if thr is None:
             thr = group_threshold(wb, raw.groups, raw.halves, m.false_trigger_rate)
-        wd = worst(name, layers, raw.drift)
+        wd = worst(name, layers, "drift")
         return thr, sum(x < thr for x in wd) / max(len(wd), 1)
 
     names = _options(raw, m)
@@ -437,7 +457,7 @@ def select(raw: Raw, m: MonitorConfig) -> Choice:
     order = {n: i for i, n in enumerate(names)}
     name, layers = max(options, key=lambda o: (evaluate(*o)[1], -len(o[1]), -order[o[0]]))
     thr, det = evaluate(name, layers)
-    wb = worst(name, layers, raw.benign)
+    wb = worst(name, layers, "benign")
     info = {
         "val_detection_rate": det,
         **_report(false_triggers(wb, raw.groups, raw.halves, thr, SET), "val_false_trigger_rate",

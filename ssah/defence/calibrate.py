@@ -237,30 +237,37 @@ def _projections(
     return out
 
 
-def measure(
+@dataclass
+class Labelled:
+    """The harmful validation answers as (prefix ids, answer, harmful row) per side."""
+
+    refuse: list[tuple]
+    fulfil: list[tuple]
+    labels: str  # behaviour: by the judge; source: own answers vs forced ones (fallback)
+    refusal: str  # the model's most common own refusal (what `stop` emits)
+    n_refused_own: int
+    n_complied_forced: int
+
+
+def label_harmful(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerBase,
     dcfg: DefenceConfig,
     harmful: list[str],
-    benign: list[dict[str, Any]],
-    batch_size: int = 16,
-) -> Raw:
-    """Generate the model's validation answers, label them, fit every candidate, project."""
+    batch_size: int,
+) -> Labelled:
+    """The model's own answers and its continuations after the forced opener, labelled by the
+    calibration's judge (it reads the opener with the continuation)."""
     cal = dcfg.calibration
-    T = cal.max_new_tokens
-    judge, keyword = labeller(cal.judge), KeywordJudge()
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    judge, T = labeller(cal.judge), cal.max_new_tokens
     opener = tok(cal.opener, add_special_tokens=False)["input_ids"] if cal.opener else []
     ph = [prompt_ids(tok, p) for p in harmful]
     pf = [p + opener for p in ph]
-    pb = [prompt_ids(tok, r["prompt"]) for r in benign]
     own = generate_ids(model, tok, ph, T, batch_size)
     forced = generate_ids(model, tok, pf, T, batch_size) if opener else []
-    ben = generate_ids(model, tok, pb, T, batch_size)
     own_ok = judge.judge(harmful, [g.text for g in own]).flags
     forced_text = [tok.decode(opener + g.ids, skip_special_tokens=True) for g in forced]
-    forced_ok = judge.judge(harmful[: len(forced)], forced_text).flags if forced else []
-    # (prefix, answer, harmful row) of each side; behaviour labels, source labels as a fallback
+    forced_ok = judge.judge(harmful, forced_text).flags if forced else []
     ref = [(ph[i], own[i], i) for i in range(len(own)) if not own_ok[i]]
     ful = [(ph[i], own[i], i) for i in range(len(own)) if own_ok[i]]
     ful += [(pf[i], forced[i], i) for i in range(len(forced)) if forced_ok[i]]
@@ -269,9 +276,29 @@ def measure(
         labels = "source"  # e.g. a model that refuses nothing: own answers vs forced ones
         ref = [(ph[i], own[i], i) for i in range(len(own))]
         ful = [(pf[i], forced[i], i) for i in range(len(forced))] or ref
+    texts = Counter(own[i].text.strip() for i in range(len(own)) if not own_ok[i])
+    refusal = texts.most_common(1)[0][0] if texts else FALLBACK_REFUSAL
+    return Labelled(ref, ful, labels, refusal, len(own) - sum(own_ok), sum(forced_ok))
+
+
+def measure(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerBase,
+    dcfg: DefenceConfig,
+    harmful: list[str],
+    benign: list[dict[str, Any]],
+    batch_size: int = 16,
+) -> Raw:
+    """Generate and label the validation answers, fit every candidate on the fitting rows
+    and the benign setting half, project the tune rows and every benign answer."""
+    cal = dcfg.calibration
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    h = label_harmful(model, tok, dcfg, harmful, batch_size)
+    pb = [prompt_ids(tok, r["prompt"]) for r in benign]
+    ben = generate_ids(model, tok, pb, cal.max_new_tokens, batch_size)
     groups, halves = groups_and_halves(benign, cal.group_field)
     sides = []
-    for side in (ref, ful):
+    for side in (h.refuse, h.fulfil):
         fit = [x for x in side if x[2] % 2 == 0]
         sides.append(Side(_mean_states(model, fit, batch_size, pad), [x[2] for x in fit]))
     set_b = [(pb[i], ben[i], i) for i in range(len(pb)) if halves[i] == SET]
@@ -280,17 +307,16 @@ def measure(
     extras = {"refuse": None, "refuse_benign": set_states,
               "refuse_lookalike": set_states[look] if look else None}  # fmt: skip
     cands = fit_all(sides[0], sides[1], extras, dcfg.monitor.probe_l2)
-    tune_d = [x for x in ful if x[2] % 2 == 1]
-    refusal_texts = Counter(own[i].text.strip() for i in range(len(own)) if not own_ok[i])
+    tune_d = [x for x in h.fulfil if x[2] % 2 == 1]
     info = {
         "version": VERSION,
-        "labels": labels,
-        "labeller": type(judge).__name__,
-        "max_new_tokens": T,
+        "labels": h.labels,
+        "labeller": type(labeller(cal.judge)).__name__,
+        "max_new_tokens": cal.max_new_tokens,
         "n_harmful": len(harmful),
         "n_benign": len(benign),
-        "n_refused_own": len(own) - sum(own_ok),
-        "n_complied_forced": sum(forced_ok),
+        "n_refused_own": h.n_refused_own,
+        "n_complied_forced": h.n_complied_forced,
         "n_fit_refuse": len(sides[0]),
         "n_fit_fulfil": len(sides[1]),
         "n_fit_pairs": len(set(sides[0].request) & set(sides[1].request)),
@@ -298,8 +324,8 @@ def measure(
         "n_set_lookalike": len(look),
         "n_report_benign": len(pb) - len(set_b),
         "n_tune_drift": len(tune_d),
-        "benign_refused_own": sum(keyword.is_refusal(g.text) for g in ben),
-        "refusal": refusal_texts.most_common(1)[0][0] if refusal_texts else FALLBACK_REFUSAL,
+        "benign_refused_own": sum(KeywordJudge().is_refusal(g.text) for g in ben),
+        "refusal": h.refusal,
     }
     benign_items = [(pb[i], ben[i], i) for i in range(len(pb))]
     return Raw(

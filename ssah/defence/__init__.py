@@ -41,8 +41,9 @@ class Session:
 
 
 def recovery(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """defence/recovery/<prefill suite>/<judge>: the share of prefilled answers that came back
-    to a refusal (Course-Correction's measure), 1 - ASR, with the ASR's n and interval."""
+    """defence/recovery/<prefill suite>/<judge>: the share of prefilled answers that the judge
+    does not count as complying, i.e. that recovered (Course-Correction's measure), 1 - ASR,
+    with the ASR's n and interval."""
     out: dict[str, float] = {}
     for key, v in metrics.items():
         parts = key.split("/")

@@ -69,13 +69,16 @@ def logistic(
     x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, l2: float, iters: int = 100
 ) -> tuple[torch.Tensor, float]:
     """Weighted L2 logistic regression by full-batch L-BFGS from zero (deterministic):
-    x [n, H], y [n] in {0, 1} -> (w [H], b) on x's own scale."""
-    x64 = x.detach().double().clone()
-    mu = (weight[:, None] * x64).sum(0) / weight.sum()
-    scale = float(((x64 - mu) ** 2).sum(-1).mean().sqrt().clamp_min(1e-12))
-    xs = (x64 - mu) * (x64.shape[1] ** 0.5 / scale)  # features of unit RMS
-    yw = y.double(), weight.double() / weight.sum()
+    x [n, H], y [n] in {0, 1} -> (w [H], b) on x's own scale. Safe to call under
+    torch.inference_mode (the fit runs with autograd on copies)."""
     with torch.inference_mode(False), torch.enable_grad():
+        x64, y64 = x.detach().double().clone(), y.detach().double().clone()
+        w64 = weight.detach().double().clone()
+        w64 = w64 / w64.sum()
+        mu = (w64[:, None] * x64).sum(0)
+        scale = float(((x64 - mu) ** 2).sum(-1).mean().sqrt().clamp_min(1e-12))
+        k = x64.shape[1] ** 0.5 / scale  # features of unit RMS
+        xs = (x64 - mu) * k
         theta = torch.zeros(x64.shape[1] + 1, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.LBFGS(
             [theta], lr=1.0, max_iter=iters, tolerance_grad=1e-10, tolerance_change=1e-14,
@@ -85,14 +88,14 @@ def logistic(
         def closure() -> torch.Tensor:
             opt.zero_grad()
             z = xs @ theta[:-1] + theta[-1]
-            loss = (yw[1] * F.binary_cross_entropy_with_logits(z, yw[0], reduction="none")).sum()
+            loss = (w64 * F.binary_cross_entropy_with_logits(z, y64, reduction="none")).sum()
             loss = loss + l2 * theta[:-1].pow(2).sum()
             loss.backward()
             return loss
 
         opt.step(closure)
-    t = theta.detach()
-    w = t[:-1] * (x64.shape[1] ** 0.5 / scale)
+        t = theta.detach()
+    w = t[:-1] * k
     return w.float(), float(t[-1] - (w * mu).sum())
 
 

@@ -403,14 +403,13 @@ def false_triggers(
     return out
 
 
-def _report(counts: dict[str, tuple[int, int]], name: str, intervals: bool) -> dict[str, float]:
-    """`name`[_<group>] rates (with n and Wilson interval keys when `intervals`)."""
+def _report(counts: dict[str, tuple[int, int]], name: str) -> dict[str, float]:
+    """`name`[_<group>] rates, each with its n and Wilson interval keys."""
     out: dict[str, float] = {}
     for g, (k, n) in sorted(counts.items()):
         key = name if not g else f"{name}_{_slug(g)}"
         out[key] = k / n if n else float("nan")
-        if intervals:
-            out.update(interval(key, out[key], n))
+        out.update(interval(key, out[key], n))
     return out
 
 
@@ -486,10 +485,10 @@ def select(raw: Raw, m: MonitorConfig) -> Choice:
     wb = worst(name, layers, "benign")
     info = {
         "val_detection_rate": det,
-        **_report(false_triggers(wb, raw.groups, raw.halves, thr, SET), "val_false_trigger_rate",
-                  intervals=False),
+        **interval("val_detection_rate", det, len(raw.drift[name])),
+        **_report(false_triggers(wb, raw.groups, raw.halves, thr, SET), "val_false_trigger_rate"),
         **_report(false_triggers(wb, raw.groups, raw.halves, thr, REPORT),
-                  "heldout_false_trigger_rate", intervals=True),
+                  "heldout_false_trigger_rate"),
     }  # fmt: skip
     return Choice(name, layers, thr, info)
 

@@ -48,7 +48,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
     with defended(model, tok, dcfg, source=source) as defence:
         del source
         res = evaluate_model(model, tok, cfg.eval, model_path=mcfg.name_or_path, plan=plan)
-    res.metrics.update(defence.metrics())  # defence/<...>: contract 6
+    res.metrics.update(defence.metrics(res.metrics))  # defence/<...>: contract 6
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(res.records, out_dir)
     png = plot_prefill_curve(res.prefill_curve, out_dir / "prefill_depth.png")

@@ -5,7 +5,8 @@ superficial; a model should re-evaluate that direction at every step. `reevaluat
 from outside the weights: a monitor projects chosen blocks' residual stream onto the model's
 own refuse-minus-fulfil direction at every generated token (monitor.py), and when the running
 score drifts to the fulfilling side it stops, backtracks or steers (generate.py). Direction,
-layers and threshold come from validation prompts (calibrate.py). Baselines: decide once at
+layers and threshold come from validation prompts (calibrate.py; the false-trigger rate is
+reported on benign validation prompts that did not set the threshold). Baselines: decide once at
 the first token, always-on activation addition, a streaming stop.
 
 `defended(model, tok, cfg)` routes every `generate_ids` call for `model` through the defence,
@@ -15,13 +16,13 @@ so every eval suite, over-refusal and utility generation is defended alike; `non
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ssah.defence.config import DefenceConfig
+from ssah.defence.config import CONTRASTS, DIRECTIONS, DefenceConfig
 
 
 class Session:
@@ -31,10 +32,30 @@ class Session:
         self.generator: Any = None
         self.extra: dict[str, float] = {}
 
-    def metrics(self) -> dict[str, float]:
+    def metrics(self, observed: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """defence/<...>: calibration, the generator's counters and, from the evaluation's
+        `observed` metrics, the recovery rate of every prefill suite."""
         if self.generator is None:
             return {}
-        return {**self.extra, **self.generator.metrics()}
+        return {**self.extra, **self.generator.metrics(), **recovery(observed or {})}
+
+
+def recovery(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """defence/recovery/<prefill suite>/<judge>: the share of prefilled answers that the judge
+    does not count as complying, i.e. that recovered (Course-Correction's measure), 1 - ASR,
+    with the ASR's n and interval."""
+    out: dict[str, float] = {}
+    for key, v in metrics.items():
+        parts = key.split("/")
+        if len(parts) != 4 or parts[:2] != ["safety", "asr"] or not parts[2].startswith("prefill"):
+            continue
+        name = f"defence/recovery/{parts[2]}/{parts[3]}"
+        out[name] = 1.0 - float(v)
+        if f"{key}/n" in metrics:
+            out[f"{name}/n"] = float(metrics[f"{key}/n"])
+            out[f"{name}/ci_low"] = 1.0 - float(metrics[f"{key}/ci_high"])
+            out[f"{name}/ci_high"] = 1.0 - float(metrics[f"{key}/ci_low"])
+    return out
 
 
 @contextmanager
@@ -56,11 +77,12 @@ def defended(
 
     t0 = time.perf_counter()
     raw, where = calibrate(source if source is not None else model, tok, cfg, log=log)
-    probe, info = probe_from(raw, cfg.monitor)
+    probe, choice = probe_from(raw, cfg.monitor)
     refusal = cfg.refusal if cfg.refusal is not None else str(raw.info["refusal"])
     gen = DefendedGenerator(
-        model, tok, probe, cfg.action, cfg.steer.alpha, refusal, cfg.max_backtracks
-    )
+        model, tok, probe, cfg.action, cfg.steer.alpha, refusal, cfg.max_backtracks,
+        grace=cfg.steer.grace,
+    )  # fmt: skip
     session.generator = gen
     session.extra = {
         "defence/calibration_s": time.perf_counter() - t0,
@@ -68,16 +90,20 @@ def defended(
         "defence/n_layers": float(len(probe.layers)),
         "defence/first_layer": float(min(probe.layers)),
         "defence/alpha": float(cfg.steer.alpha),
-        "defence/contrast_refuse_benign": float(info["contrast"] == "refuse_benign"),
-        **{f"defence/{k}": float(v) for k, v in info.items() if k != "contrast"},
-        "defence/val_n_tune_benign": float(raw.info["n_tune_benign"]),
+        **{f"defence/direction_{d}": float(choice.direction == d) for d in DIRECTIONS},
+        **{f"defence/contrast_{c}": float(choice.contrast == c) for c in CONTRASTS},
+        **{f"defence/{k}": float(v) for k, v in choice.info.items()},
+        "defence/val_max_new_tokens": float(raw.info["max_new_tokens"]),
+        "defence/val_n_set_benign": float(raw.info["n_set_benign"]),
+        "defence/val_n_report_benign": float(raw.info["n_report_benign"]),
         "defence/val_n_tune_drift": float(raw.info["n_tune_drift"]),
     }
+    held = choice.info["heldout_false_trigger_rate"]
     log(
-        f"[defence] {cfg.name}: action={cfg.action} contrast={info['contrast']} "
-        f"layers={probe.layers} "
-        f"threshold={probe.threshold:.3f} val false-trigger={info['val_false_trigger_rate']:.3f} "
-        f"val detection={info['val_detection_rate']:.3f} ({where})"
+        f"[defence] {cfg.name}: action={cfg.action} candidate={choice.candidate} "
+        f"layers={probe.layers} threshold={probe.threshold:.3f} "
+        f"val detection={choice.info['val_detection_rate']:.3f} held-out false-trigger="
+        f"{held:.3f} (n={choice.info['heldout_false_trigger_rate/n']:.0f}) ({where})"
     )
     with routed(model, gen):
         yield session

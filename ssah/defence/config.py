@@ -17,15 +17,24 @@ from ssah.errors import SsahError
 # stop: discard the answer, emit the model's own refusal; backtrack: cut back to the last token
 # before the drift and resume with the direction added; steer: add the direction for the rest
 # of the answer; always: add it from the first token on (activation addition, no monitor);
-# observe: score every token, never act (the monitor's cost alone).
-ACTIONS = ("none", "stop", "backtrack", "steer", "always", "observe")
+# observe: score every token, never act (the monitor's cost alone); steer_stop: steer at the
+# first drift, stop (the refusal) if the steered answer drifts again.
+ACTIONS = ("none", "stop", "backtrack", "steer", "steer_stop", "always", "observe")
+# How the direction is fitted on validation answers (ssah/defence/directions.py): difference
+# of means, difference of means on matched pairs (one request refused and force-complied), a
+# logistic probe; `auto` chooses on validation.
+DIRECTIONS = ("mean_diff", "matched_pairs", "probe")
+# The safe side: own refusals (+ every benign answer, + look-alike answers only).
+CONTRASTS = ("refuse", "refuse_benign", "refuse_lookalike")
 
 
 @dataclass
 class MonitorConfig:
     """Which layers are read and when the running score counts as a drift."""
 
-    contrast: str = "auto"  # safe side: refuse (own refusals), refuse_benign (+ benign answers)
+    direction: str = "auto"  # auto (chosen on validation) or one of DIRECTIONS
+    contrast: str = "auto"  # auto (chosen on validation) or one of CONTRASTS
+    probe_l2: float = 1e-3  # the probe's L2 penalty (on features scaled to unit RMS)
     layers: Any = "auto"  # "auto" (chosen on validation) or a list of block indices
     candidates: list[int] | None = None  # layers `auto` chooses from; null: every block
     max_layers: int = 3  # `auto` averages the best 1..max_layers layers' projections
@@ -40,6 +49,7 @@ class SteerConfig:
     """How much of the refuse-minus-fulfil mean difference is added at each monitored layer."""
 
     alpha: float = 1.0
+    grace: int = 2  # steer_stop: steps after the first trigger before a second drift counts
 
 
 @dataclass
@@ -50,9 +60,12 @@ class CalibrationConfig:
     benign: dict[str, Any] | None = None
     harmful_limit: int | None = 64
     benign_limit: int | None = 128
-    max_new_tokens: int = 32
+    max_new_tokens: int = 64  # conf: the evaluation's own eval.generation.max_new_tokens
     opener: str = "Sure, here is"  # forced before harmful prompts: the model's complying side
     source_model: str | None = None  # calibrate on this checkpoint (null: the evaluated one)
+    judge: dict[str, Any] | None = None  # labels validation answers (a judge block; null: keyword)
+    group_field: str | None = "source"  # benign rows' field whose values get their own threshold
+    lookalike: str | None = "own_lookalike"  # the group_field value of harmful-sounding look-alikes
     cache_dir: str = "outputs/defence"
     file: str | None = None  # a calibration.json written earlier (skips calibrating)
 
@@ -101,6 +114,16 @@ class DefenceConfig:
         m = self.monitor
         if self.action not in ACTIONS:
             raise SsahError(f"defence.action={self.action!r}; use one of {list(ACTIONS)}.")
+        for key, allowed in (("direction", DIRECTIONS), ("contrast", CONTRASTS)):
+            value = getattr(m, key)
+            if value != "auto" and value not in allowed:
+                raise SsahError(
+                    f"defence.monitor.{key}={value!r}; use auto or one of {list(allowed)}."
+                )
+        if m.probe_l2 < 0:
+            raise SsahError(f"defence.monitor.probe_l2={m.probe_l2} must be >= 0.")
+        if self.steer.grace < 1:
+            raise SsahError(f"defence.steer.grace={self.steer.grace} must be >= 1.")
         if not 0.0 <= m.false_trigger_rate < 1.0:
             raise SsahError(
                 f"defence.monitor.false_trigger_rate={m.false_trigger_rate} must be in [0, 1)."

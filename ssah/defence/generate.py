@@ -7,6 +7,8 @@ Actions (conf/defence/*.yaml `action`):
              start of the run of below-threshold scores, minus the token that led into it) and
              resumed with the direction added; a drift after `max_backtracks` ends in `stop`
   steer      from the step after the trigger, the direction is added for the rest of the answer
+  steer_stop steer at the first drift; a second drift (the running score, restarted `grace` steps
+             after the first, falls below the threshold again) ends in `stop`
   always     the direction is added from the first token, no monitor (activation addition)
   observe    scores only (what the monitor costs)
 """
@@ -53,10 +55,11 @@ class RowInfo:
     """What the defence did to one answer (kept for tests and the defence's metrics)."""
 
     triggered_at: int | None = None  # step of the first trigger (None: never)
-    action: str = "none"  # none | stop | backtrack | steer
+    action: str = "none"  # none | stop | backtrack | backtrack+stop | steer | steer+stop
     kept: int | None = None  # backtrack: tokens kept before resuming
     tokens: int = 0  # tokens generated, discarded ones included
     scores: torch.Tensor | None = None  # [steps, k] first pass, valid steps only
+    second_at: int | None = None  # steer_stop: step of the second drift
 
 
 @dataclass
@@ -84,9 +87,10 @@ class DefendedGenerator:
         refusal: str,
         max_backtracks: int = 1,
         keep_rows: bool = False,
+        grace: int = 2,
     ) -> None:
         self.model, self.tok, self.probe, self.action = model, tok, probe, action
-        self.monitor = Monitor(model, probe, alpha)
+        self.monitor = Monitor(model, probe, alpha, grace)
         self.refusal_ids = tok(refusal, add_special_tokens=False)["input_ids"]
         self.refusal = Generation(self.refusal_ids, refusal, True)
         self.max_backtracks = max_backtracks
@@ -134,16 +138,18 @@ class DefendedGenerator:
 
     def _generate(
         self, rows: list[list[int]], gen_cfg: Any, steer_all: bool, armed: bool
-    ) -> tuple[list[list[int]], list[int], list[torch.Tensor]]:
-        """One HF `generate` call: new tokens, trigger steps (-1: none), per-row scores."""
+    ) -> tuple[list[list[int]], list[int], list[torch.Tensor], list[int]]:
+        """One HF `generate` call: new tokens, trigger steps (-1: none), per-row scores and
+        second-drift steps (steer_stop; -1: none)."""
         mon = self.monitor
         mon.start(len(rows), steer_all=steer_all, armed=armed)
-        mon.steer_on_trigger = self.action == "steer"
+        mon.steer_on_trigger = self.action in ("steer", "steer_stop")
+        mon.stop_on_second = self.action == "steer_stop"
         ids, mask = _left_pad(rows, self._pad)
         device = next(self.model.parameters()).device
         crit = (
             StoppingCriteriaList([_MonitorStop(mon)])
-            if self.action in ("stop", "backtrack")
+            if self.action in ("stop", "backtrack", "steer_stop")
             else None
         )
         seqs = self.model.generate(
@@ -155,17 +161,21 @@ class DefendedGenerator:
         )
         new = seqs[:, ids.shape[1] :].tolist()
         steps = mon.scores
-        toks, trig, scores = [], [], []
+        toks, trig, scores, second = [], [], [], []
         for i, row in enumerate(new):
             n = self._length(row)
             t = int(mon.triggered_at[i])
             t = t if 0 <= t < n else -1
-            if crit is not None and t >= 0:
-                n = t + 1  # the row ended at its trigger; HF padded it after that
+            t2 = int(mon.second_at[i])
+            t2 = t2 if 0 <= t2 < n else -1
+            end = t2 if mon.stop_on_second else t
+            if crit is not None and end >= 0:
+                n = end + 1  # the row ended at its (second) trigger; HF padded it after that
             toks.append(row[:n])
             trig.append(t)
             scores.append(steps[i][:n])
-        return toks, trig, scores
+            second.append(t2)
+        return toks, trig, scores, second
 
     def _length(self, row: list[int]) -> int:
         """Tokens the row really generated: up to and including its first stop token."""
@@ -176,7 +186,7 @@ class DefendedGenerator:
         self, rows: list[list[int]], gen_cfg: Any, max_new: int
     ) -> tuple[list[Generation], list[RowInfo]]:
         act = self.action
-        toks, trig, scores = self._generate(
+        toks, trig, scores, second = self._generate(
             rows, gen_cfg, steer_all=act == "always", armed=act not in ("always", "observe")
         )
         gens = [_finish(self.tok, t, self._stops) for t in toks]
@@ -185,9 +195,11 @@ class DefendedGenerator:
             for t, x, s in zip(trig, toks, scores, strict=True)
         ]
         hit = [i for i, t in enumerate(trig) if t >= 0]
-        if act == "steer":
+        if act in ("steer", "steer_stop"):
             for i in hit:
                 infos[i].action = "steer"
+            for i in (i for i in hit if second[i] >= 0):
+                gens[i], infos[i].action, infos[i].second_at = self.refusal, "steer+stop", second[i]
         elif act == "stop" or (act == "backtrack" and self.max_backtracks == 0):
             for i in hit:
                 gens[i], infos[i].action = self.refusal, "stop"
@@ -216,7 +228,7 @@ class DefendedGenerator:
             cfg2.max_new_tokens = max_new - min(keep[i] for i in todo)
             cfg2.min_new_tokens = None
             prefixes = [rows[i] + toks[i][: keep[i]] for i in todo]
-            new, trig2, sc2 = self._generate(prefixes, cfg2, steer_all=True, armed=True)
+            new, trig2, sc2, _ = self._generate(prefixes, cfg2, steer_all=True, armed=True)
             nxt = []
             for i, n_toks, t2, s2 in zip(todo, new, trig2, sc2, strict=True):
                 n_toks = n_toks[: max_new - keep[i]]
@@ -237,9 +249,9 @@ class DefendedGenerator:
         st.seconds += seconds
         for f in infos:
             st.triggered += f.triggered_at is not None
-            st.stopped += f.action in ("stop", "backtrack+stop")
+            st.stopped += f.action in ("stop", "backtrack+stop", "steer+stop")
             st.backtracked += f.action.startswith("backtrack")
-            st.steered += f.action == "steer"
+            st.steered += f.action.startswith("steer")
             st.tokens += f.tokens
         if self.keep_rows:
             st.rows.extend(infos)

@@ -7,7 +7,10 @@ layer per token and needs no second forward. Step t's state is the one whose log
 generated token t (t = 0: the last input position). The same hooks add the direction for
 rows being steered, at the last position only (the token being generated). A block's score is
 read before its own addition: while steered, the monitor still sees whether the model itself
-keeps drifting (so a backtracked answer that drifts again ends in a refusal).
+keeps drifting (so a backtracked answer that drifts again ends in a refusal). For `steer_stop`
+the hooks also keep a second running score, restarted `grace` steps after the first trigger (the
+steered tokens need a step to reach the monitored states), whose fall below the threshold is
+the second drift.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ class Monitor:
     per-layer projections and `triggered_at[i]` the step its running score first fell below
     the threshold (-1: never)."""
 
-    def __init__(self, model: nn.Module, probe: Probe, alpha: float = 0.0) -> None:
+    def __init__(self, model: nn.Module, probe: Probe, alpha: float = 0.0, grace: int = 2) -> None:
         n = len(decoder_layers(model))
         bad = [i for i in probe.layers if not 0 <= i < n]
         if bad:
@@ -92,6 +95,7 @@ class Monitor:
         self.dir = probe.direction.to(device)
         self.vec = alpha * (probe.refuse_mean - probe.fulfil_mean).float().to(device)  # [k, H]
         self.order = sorted(range(len(probe.layers)), key=lambda j: probe.layers[j])
+        self.grace = grace
         self.start(0)
 
     def start(self, batch: int, steer_all: bool = False, armed: bool = True) -> None:
@@ -104,6 +108,9 @@ class Monitor:
         self.triggered_at = torch.full((batch,), -1, dtype=torch.long)
         self.steering = torch.full((batch,), bool(steer_all))
         self.steer_on_trigger = False
+        self.stop_on_second = False  # steer_stop: a second drift ends the row
+        self.run2 = torch.zeros(batch)
+        self.second_at = torch.full((batch,), -1, dtype=torch.long)
 
     @property
     def scores(self) -> list[torch.Tensor]:
@@ -114,7 +121,7 @@ class Monitor:
 
     def stopped(self) -> torch.Tensor:
         """Rows whose monitor has fired (HF StoppingCriteria: True = this row is done)."""
-        return self.triggered_at >= 0
+        return (self.second_at if self.stop_on_second else self.triggered_at) >= 0
 
     @contextmanager
     def attached(self) -> Iterator[Monitor]:
@@ -160,4 +167,15 @@ class Monitor:
             self.triggered_at[new] = self.step
             if self.steer_on_trigger:
                 self.steering |= new
+        if self.stop_on_second:
+            self._second(s)
         self.step += 1
+
+    def _second(self, s: torch.Tensor) -> None:
+        """The running score restarted `grace` steps after the first trigger; its fall below
+        the threshold is the second drift."""
+        start = self.triggered_at + self.grace
+        live = (self.triggered_at >= 0) & (self.step >= start) & (self.second_at < 0)
+        b = self.probe.smoothing
+        self.run2 = torch.where(self.step == start, s, b * self.run2 + (1 - b) * s)
+        self.second_at[live & (self.run2 < self.probe.threshold)] = self.step

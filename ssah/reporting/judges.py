@@ -150,6 +150,11 @@ TEXT_FREE = (
 )
 
 
+# What a labeller sees: the request, the forced prefill apart, the answer; never the model, the
+# suite or any judge's verdict.
+BLIND = ("id", "answer_sha1", "harmful", "request", "prefill", "response")
+
+
 def join_labels(
     sheet: Sequence[dict[str, Any]], labels: Iterable[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -343,6 +348,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     s.add_argument("runs", nargs="+", help="ROW=DIR: a run dir with records.jsonl and its row name")
     s.add_argument("--per-stratum", type=int, default=12)
     s.add_argument("--out", type=Path, default=Path("outputs/judges/sheet.jsonl"))
+    b = sub.add_parser(
+        "batches", help="split the sheet into blind reading batches (no model, suite or verdict)"
+    )
+    b.add_argument("--sheet", type=Path, default=Path("outputs/judges/sheet.jsonl"))
+    b.add_argument("--n", type=int, default=4)
+    b.add_argument(
+        "--skip-labelled", type=Path, default=None, help="labels file: leave these answers out"
+    )
     v = sub.add_parser("verdicts", help="judge every labelled answer -> text-free verdicts")
     v.add_argument("--sheet", type=Path, default=Path("outputs/judges/sheet.jsonl"))
     v.add_argument("--labels", type=Path, default=Path("experiments/judges/labels.jsonl"))
@@ -363,6 +376,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         picked = sample(rows, a.per_stratum)
         _write(a.out, picked)
         print(f"{len(picked)} answers of {len(rows)} -> {a.out}")
+    elif a.cmd == "batches":
+        done = (
+            {x["id"] for x in _read(a.skip_labelled)}
+            if a.skip_labelled and a.skip_labelled.is_file()
+            else set()
+        )
+        rows = [r for r in _read(a.sheet) if r["id"] not in done]
+        for i in range(a.n):
+            part = [{k: r[k] for k in BLIND} for r in rows[i :: a.n]]
+            _write(a.sheet.with_name(f"batch_{i}.jsonl"), part)
+        print(f"{len(rows)} answers in {a.n} batches beside {a.sheet}")
     elif a.cmd == "verdicts":
         labelled = join_labels(_read(a.sheet), _read(a.labels))
         _write(a.out, verdict_rows(labelled, a.judges.split(",")))

@@ -14,8 +14,9 @@ from ssah.cli import run_dir, stage
 from ssah.config import hydra_state_kept
 from ssah.metrics import write_metrics
 from ssah.plan import runner
-from ssah.plan.store import export, load
+from ssah.plan.store import export
 from ssah.procs import Progress, run_jobs
+from ssah.results import load
 from ssah.threads import worker_count
 
 

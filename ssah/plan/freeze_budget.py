@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
+from ssah.results import read_outcomes
 from ssah.stats import fmt_ci, mean_ci, stratified_paired, verdict, wilson
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,12 +147,7 @@ def summarize(run_dir: Path, row: Row, cmd: list[str], wall_s: float) -> dict[st
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     flags: dict[str, str] = {}
-    recs = run_dir / "records.jsonl"
-    rows = (
-        [json.loads(x) for x in recs.read_text().splitlines() if x.strip()]
-        if recs.is_file()
-        else []
-    )
+    rows = read_outcomes(run_dir)
     for suite in (*FLAG_SUITES, "benign"):
         keys = [f"judge/{j}" for j in JUDGES] if suite != "benign" else ["refused"]
         for key in keys:
@@ -159,7 +155,7 @@ def summarize(run_dir: Path, row: Row, cmd: list[str], wall_s: float) -> dict[st
                    if r.get("suite") == suite and key in r}  # fmt: skip
             if got:
                 if sorted(got) != list(range(len(got))):
-                    raise SsahError(f"{recs}: prompt ids of {suite} are not 0..n-1.")
+                    raise SsahError(f"{run_dir}: prompt ids of {suite} are not 0..n-1.")
                 flags[f"{suite}/{key.removeprefix('judge/')}"] = "".join(
                     "1" if got[i] else "0" for i in range(len(got))
                 )

@@ -26,11 +26,12 @@ from ssah.config import compose
 from ssah.errors import SsahError
 from ssah.plan.row import run_row
 from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, with_dirs
-from ssah.plan.store import Result, content_key, load
+from ssah.plan.store import content_key
 from ssah.procs import Job
 from ssah.reporting.collect import Run
 from ssah.reporting.plan_report import Report, claim_metrics, render
 from ssah.reporting.tables import Column
+from ssah.results import Result, load
 from ssah.schema import validate
 from ssah.worlds.ensure import world_module
 

@@ -11,7 +11,7 @@ the probe's gap). What is computed:
   these per-seed differences (it carries world-to-world and seed-to-seed spread), widened
   where needed to cover the pooled paired interval below (seeds that agree exactly would
   otherwise give a zero-width interval);
-- per prompt (records.jsonl of both runs, joined on suite and prompt_id): the stratified
+- per prompt (the outcomes of both runs, ssah.results, joined on suite and prompt_id): the stratified
   paired test over seeds x prompts (ssah.stats.stratified_paired: exact McNemar on the pooled
   discordant pairs for 0/1 outcomes), its p-value and, with one seed, its interval;
 - the verdict (ssah.stats.verdict): an interval that straddles the margin is inconclusive.
@@ -106,10 +106,10 @@ def _pairs(claim: Claim, rows_: Sequence[Row]) -> list[tuple[Row | None, Row]]:
     return out
 
 
-def outcomes(run: Run, metric: str, avg_over: Sequence[str] = ()) -> dict[Any, float] | None:
-    """Per-prompt outcome (0/1, or a mean over samples/suites) behind a rate, from records."""
+def per_prompt(run: Run, metric: str, avg_over: Sequence[str] = ()) -> dict[Any, float] | None:
+    """Per-prompt outcome (0/1, or a mean over samples/suites) behind a rate."""
     parts = metric.split("/")
-    recs = run.records
+    recs = run.outcomes
     if not recs:
         return None
     if len(parts) == 4 and parts[:2] == ["safety", "asr"]:
@@ -125,12 +125,8 @@ def outcomes(run: Run, metric: str, avg_over: Sequence[str] = ()) -> dict[Any, f
     else:
         return None
     sums: dict[Any, list[float]] = {}
-    seen: dict[str, int] = {}
-    for r in keep:  # prompt_id; records without one (older runs): order within the suite
-        s = str(r.get("suite"))
-        pid = r.get("prompt_id", seen.get(s, 0))
-        seen[s] = seen.get(s, 0) + 1
-        sums.setdefault(pid, []).append(float(bool(r[flag])))
+    for r in keep:  # several samples (or suites) of one prompt: their mean
+        sums.setdefault(r["prompt_id"], []).append(float(bool(r[flag])))
     return {k: sum(v) / len(v) for k, v in sums.items()} if sums else None
 
 
@@ -167,8 +163,8 @@ def _evaluate_pair(
     strata = []
     if a_row is not None:
         for s in seeds:
-            oa = outcomes(a_runs[s], claim.metric, avg_over)
-            ob = outcomes(b_runs[s], claim.metric, avg_over)
+            oa = per_prompt(a_runs[s], claim.metric, avg_over)
+            ob = per_prompt(b_runs[s], claim.metric, avg_over)
             if oa and ob:
                 keys = [k for k in oa if k in ob]
                 strata.append(([oa[k] for k in keys], [ob[k] for k in keys]))

@@ -74,7 +74,7 @@ def paired_cell(rep: Report, ref: str, row: str, key: str) -> str:
 def _flags(run: Run, suite: str, judge: str) -> dict[int, float]:
     return {
         int(r["prompt_id"]): float(bool(r[f"judge/{judge}"]))
-        for r in run.records
+        for r in run.outcomes
         if r.get("suite") == suite and f"judge/{judge}" in r and "prompt_id" in r
     }
 

@@ -1,0 +1,124 @@
+"""A finished row's directory, read in one place: its numbers, its meta and its per-prompt
+outcomes, whether the dir is a full local run or the small copy of it that is committed.
+
+A plan row's dir holds metrics.json (the stage's numbers), meta.json (written last by the
+runner: the row, seed, world, key, overrides, commit) and the per-prompt outcomes the paired
+tests read. A local run has records.jsonl (every generation, text included; gitignored); what
+is committed is outcomes.jsonl, the same records less their text. Both are read through
+`outcome`, so a report rendered from a committed copy equals the one rendered from the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ssah.io import atomic_write_text
+
+RECORDS = "records.jsonl"
+OUTCOMES = "outcomes.jsonl"
+LABELS = ("suite", "kind", "task")  # short labels a claim selects on; never prompt or answer text
+
+
+def outcome(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The per-prompt outcome of one record: its labels and every flag or number (verdicts,
+    refused, correct, scores, prompt_id, a defence's trigger), no text; None when it cannot be
+    paired (no suite or prompt_id)."""
+    keep = {
+        k: v
+        for k, v in record.items()
+        if (k in LABELS and isinstance(v, str)) or isinstance(v, bool | int | float)
+    }
+    return keep if "suite" in keep and "prompt_id" in keep else None
+
+
+def outcomes_of(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [o for o in map(outcome, records) if o is not None]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file; a line that is not one (a torn write) is skipped."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
+
+
+def read_outcomes(d: str | Path) -> list[dict[str, Any]]:
+    """Per-prompt outcomes of a run dir: from records.jsonl when the run is here, else from the
+    committed outcomes.jsonl; [] when it has neither (a stage that generates nothing)."""
+    for name in (RECORDS, OUTCOMES):
+        if (Path(d) / name).is_file():
+            return outcomes_of(_jsonl(Path(d) / name))
+    return []
+
+
+def write_outcomes(path: Path, outcomes: Iterable[Mapping[str, Any]]) -> Path:
+    """outcomes.jsonl: one outcome a line, keys sorted (what is committed of the records)."""
+    return atomic_write_text(
+        path, "".join(json.dumps(dict(o), sort_keys=True) + "\n" for o in outcomes)
+    )
+
+
+def is_done(d: Path) -> bool:
+    """A finished row: its stage wrote metrics.json and the runner wrote meta.json after it."""
+    return (d / "metrics.json").is_file() and (d / "meta.json").is_file()
+
+
+@dataclass(frozen=True)
+class Result:
+    """One finished row: where it is, what it measured, its meta (row, seed, world, key, ...),
+    and its per-prompt outcomes (read on first use, once)."""
+
+    dir: Path
+    metrics: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def row(self) -> str:
+        return str(self.meta.get("row"))
+
+    @property
+    def seed(self) -> int:
+        return int(self.meta.get("seed", 0))
+
+    @property
+    def instance(self) -> str:
+        return str(self.meta.get("instance", f"seed{self.seed}"))
+
+    @property
+    def world(self) -> str:
+        return str(self.meta.get("world", "world"))
+
+    @cached_property
+    def outcomes(self) -> list[dict[str, Any]]:
+        return read_outcomes(self.dir)
+
+
+def load(d: Path) -> Result | None:
+    """The finished row in `d`, or None (not finished, or its JSON is damaged)."""
+    if not is_done(d):
+        return None
+    try:
+        metrics = json.loads((d / "metrics.json").read_text())
+        meta = json.loads((d / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or not isinstance(meta, dict):
+        return None
+    return Result(d, metrics, meta)
+
+
+def scan(root: Path) -> list[Result]:
+    """Every finished row under `root` (a results dir, one world's, or a copy of some)."""
+    found = (load(p.parent) for p in sorted(Path(root).rglob("meta.json")))
+    return [r for r in found if r is not None]

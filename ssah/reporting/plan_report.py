@@ -11,7 +11,7 @@ kind fits.
 
 from __future__ import annotations
 
-import time
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +38,7 @@ class Report:
     avg_over: list[str] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)  # row/instance -> seconds
     commands: dict[str, str] = field(default_factory=dict)  # row -> stage command
+    at: Path | None = None  # the dir report.md lives in: links are relative to it
 
     def row(self, name: str) -> Row | None:
         members = self.runs.get(name)
@@ -164,7 +165,10 @@ def world(spec: Mapping[str, Any], rep: Report) -> str:
 
 def _link(rep: Report, row: str, file: str) -> str:
     runs = rep.runs.get(row)
-    return str(runs[0].path / file) if runs else file
+    if not runs:
+        return file
+    path = runs[0].path / file
+    return os.path.relpath(path, rep.at) if rep.at is not None else str(path)
 
 
 KINDS: dict[str, Callable[[Mapping[str, Any], Report], str]] = {
@@ -213,7 +217,7 @@ def render(
     rep: Report,
     switched_on: Mapping[str, bool],
 ) -> str:
-    parts = [f"# {rep.title}\n", f"{time.strftime('%Y-%m-%d %H:%M')}. {rep.intro}\n"]
+    parts = [f"# {rep.title}\n", f"{rep.intro}\n"]  # no time: a re-rendering is the same text
     c = claims_section(claims, rep)
     parts += [c] if c else []
     for spec in tables:
@@ -233,7 +237,3 @@ def render(
     t = time_section(rep)
     parts += [t] if t else []
     return "\n".join(parts)
-
-
-def run_of(path: Path, metrics: dict[str, Any], row: str, seed: int) -> Run:
-    return Run(path, {}, {"row": row, "world": str(seed)}, metrics)

@@ -5,7 +5,10 @@ renders the same whole report as the run itself."""
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 from ssah.plan.reports import EXPERIMENTS, plan_settings, render_results, render_study, studies
@@ -91,3 +94,11 @@ def test_a_committed_copy_renders_the_same_report_as_the_run(tmp_path: Path) -> 
     utility = next(x for x in full.splitlines() if "little utility cost" in x)
     assert "80 prompt pairs" in utility  # 40 utility prompts x 2 instances, paired
     assert "## Claims" in full and "/elsewhere" not in full and str(tmp_path) not in full
+
+
+def test_a_plan_run_writes_under_runs_plan(tmp_path: Path) -> None:
+    """`python -m ssah.plan` runs plan/__main__.py; its run dir is still runs/plan/<time>/."""
+    env = {**os.environ, "SSAH_OUTPUTS": str(tmp_path / "out"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "ssah.plan", "world=toy", "report_only=true"]
+    subprocess.run([*cmd, f"results={tmp_path / 'none'}"], env=env, cwd=ROOT, check=True)
+    assert [p.parent.parent.name for p in (tmp_path / "out").rglob("report.md")] == ["plan"]

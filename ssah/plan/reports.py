@@ -114,6 +114,11 @@ def report_from(
                 args = [a.replace(RESULTS_ROOT, os.path.relpath(root, at)) for a in args]
                 commands[name] = f"python -m ssah.{r.meta.get('stage', '?')} " + " ".join(args)
     instances = sorted({inst for _, inst in picked})
+    seconds = {
+        f"{r.instance}/{r.row}": float(r.meta["seconds"])
+        for r in sorted(picked.values(), key=lambda r: str(r.meta.get("finished", "")))
+        if isinstance(r.meta.get("seconds"), int | float)
+    }  # what each row took where it ran (meta.json), in the order the rows finished
     return Report(
         f"ssah: the paper in miniature on {world}",
         intro(plan.name, world, instances, os.path.relpath(root, at)),
@@ -121,7 +126,7 @@ def report_from(
         [Column(h, k, s) for h, k, s in wplan.columns],
         "",
         [str(x) for x in wplan.vars.get("avg_over", [])],
-        {},
+        seconds,
         commands,
         at,
     )

@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -40,6 +39,7 @@ from ssah.errors import SsahError
 from ssah.io import atomic_write_text
 from ssah.results import read_outcomes
 from ssah.stats import fmt_ci, mean_ci, stratified_paired, verdict, wilson
+from ssah.threads import machine, set_threads
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ROOT / "conf" / "sweep" / "freeze_budget.yaml"
@@ -175,25 +175,9 @@ def summarize(run_dir: Path, row: Row, cmd: list[str], wall_s: float) -> dict[st
     }
 
 
-def machine() -> str:
-    cpu = ""
-    try:
-        cpu = next(
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    import torch
-
-    return f"{cpu or platform.machine()}, {platform.system()}, torch {torch.__version__}"
-
-
 def heldout_before(row: Row, study: Study) -> dict[str, float]:
     """The task's held-out loss of the model before fine-tuning (the no-FT row's), on the split
     the fine-tuning rows of seed `row.align_seed` hold out: what fine-tuning is measured from."""
-    import torch
 
     from ssah.config import compose
     from ssah.data.datamodule import ChatDataModule, TaskConfig
@@ -202,7 +186,7 @@ def heldout_before(row: Row, study: Study) -> dict[str, float]:
 
     ft = Row("none", 0.0, 0.0, row.align_seed, row.align_seed)
     cfg = compose("train", command(ft, study)[1:])
-    torch.set_num_threads(1)
+    set_threads(1)
     mcfg = ModelConfig.from_cfg(cfg.model)
     tok, model = load_tokenizer(mcfg), load_model(mcfg)
     task = TaskConfig(**OmegaConf.to_container(cfg.task, resolve=True))  # type: ignore[arg-type]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import subprocess
 import time
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssah.io import atomic_write_text
 from ssah.results import OUTCOMES, RECORDS, Result, read_outcomes, write_outcomes
+from ssah.threads import machine
 
 UNKEYED = (
     "paths",
@@ -96,7 +96,7 @@ def write_meta(d: Path, meta: Mapping[str, Any], seconds: float) -> None:
     full = {
         **meta,
         "commit": commit(),
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": machine(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": round(seconds, 1),
     }

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ssah.reporting.aggregate import Row, make_row
-from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
+from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all, per_prompt
 from ssah.reporting.collect import Run
 from ssah.reporting.tables import Column, md
 from ssah.stats import stratified_paired
@@ -50,34 +50,24 @@ class Report:
 
 
 def paired_cell(rep: Report, ref: str, row: str, key: str) -> str:
-    """Exact McNemar of `row` vs `ref` on the same prompts (suite/judge of `key`),
-    stratified by instance: `+12.0 pp [+3.1, +20.9], p=0.003`."""
-    parts = key.split("/")
-    if len(parts) != 4 or parts[:2] != ["safety", "asr"]:
-        return "-"
-    suite, judge = parts[2], parts[3]
+    """Exact McNemar of `row` vs `ref` on the same prompts (the per-prompt outcomes behind
+    `key`, ssah.reporting.claims.per_prompt), stratified by instance: `+12.0 pp [+3.1, +20.9],
+    p=0.003`."""
     by_seed_a = {r.settings.get("world"): r for r in rep.runs.get(ref, [])}
     strata = []
     for rb in rep.runs.get(row, []):
         ra = by_seed_a.get(rb.settings.get("world"))
         if ra is None:
             continue
-        fa, fb = _flags(ra, suite, judge), _flags(rb, suite, judge)
-        ids = sorted(set(fa) & set(fb))
+        fa = per_prompt(ra, key, rep.avg_over) or {}
+        fb = per_prompt(rb, key, rep.avg_over) or {}
+        ids = [i for i in fa if i in fb]
         if ids:
             strata.append(([fa[i] for i in ids], [fb[i] for i in ids]))
     if not strata:
         return "-"
     t = stratified_paired(strata)
     return f"{100 * t.diff:+.1f} pp [{100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}], p={t.p:.3g}"
-
-
-def _flags(run: Run, suite: str, judge: str) -> dict[int, float]:
-    return {
-        int(r["prompt_id"]): float(bool(r[f"judge/{judge}"]))
-        for r in run.outcomes
-        if r.get("suite") == suite and f"judge/{judge}" in r and "prompt_id" in r
-    }
 
 
 def _cols(spec: Mapping[str, Any], rep: Report) -> list[Column]:

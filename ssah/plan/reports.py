@@ -119,9 +119,13 @@ def report_from(
         for r in sorted(picked.values(), key=lambda r: str(r.meta.get("finished", "")))
         if isinstance(r.meta.get("seconds"), int | float)
     }  # what each row took where it ran (meta.json), in the order the rows finished
+    commits = sorted({str(r.meta.get("commit", "unknown")) for r in picked.values()})
+    finished = sorted(str(r.meta["finished"]) for r in picked.values() if r.meta.get("finished"))
+    ran = f" The rows ran at commit{'s' * (len(commits) > 1)} {', '.join(commits)}"
+    ran += f", finished {finished[0]} to {finished[-1]} (meta.json)." if finished else "."
     return Report(
         f"ssah: the paper in miniature on {world}",
-        intro(plan.name, world, instances, os.path.relpath(root, at)),
+        intro(plan.name, world, instances, os.path.relpath(root, at)) + (ran if picked else ""),
         runs_of(sorted(picked.values(), key=lambda r: (r.instance, r.dir.name)), wplan.alias),
         [Column(h, k, s) for h, k, s in wplan.columns],
         "",

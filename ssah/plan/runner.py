@@ -7,7 +7,8 @@
 3. Rows whose result exists are done; the rest become jobs, with the world's build jobs, in
    the order their needs allow, on the local worker pool or on SLURM (ssah.plan.slurm).
 4. The report is rendered from the results (ssah.reporting.plan_report): after every row,
-   and from any set of results alone (`report_only=true results=DIR`).
+   and from any set of results alone (ssah.plan.reports: `report_only=true results=DIR`,
+   `make reports`).
 """
 
 from __future__ import annotations

@@ -85,6 +85,10 @@ def test_a_committed_copy_renders_the_same_report_as_the_run(tmp_path: Path) -> 
     assert not list(copy.rglob(RECORDS)) and len(list(copy.rglob("outcomes.jsonl"))) == 4
     assert "how to" not in "".join(p.read_text() for p in copy.rglob("outcomes.jsonl"))
     plan, wplan, _ = plan_settings("toy", "paper")
+    plan.claims.append(  # the paper plan has no over-refusal claim: one like a study's
+        {"id": "refusal", "table": "own", "claim": "pruning SCU changes over-refusal",
+         "a": {"row": "prune_dense"}, "b": {"row": "prune_scu"}, "metric": "safety/over_refusal"}
+    )  # fmt: skip
 
     def text(root: Path) -> str:
         return render_results(scan(root / "toy"), plan, wplan, "toy", root.parent, root)[0]
@@ -93,6 +97,8 @@ def test_a_committed_copy_renders_the_same_report_as_the_run(tmp_path: Path) -> 
     assert full == text(copy)
     utility = next(x for x in full.splitlines() if "little utility cost" in x)
     assert "80 prompt pairs" in utility  # 40 utility prompts x 2 instances, paired
+    refusal = next(x for x in full.splitlines() if "changes over-refusal" in x)
+    assert "40 prompt pairs" in refusal  # 20 benign prompts x 2 instances
     assert "## Claims" in full and "/elsewhere" not in full and str(tmp_path) not in full
 
 

@@ -69,6 +69,13 @@ def write_outcomes(path: Path, outcomes: Iterable[Mapping[str, Any]]) -> Path:
     )
 
 
+def refresh_outcomes(d: Path) -> None:
+    """outcomes.jsonl afresh from records.jsonl when the run's records are here (a finished
+    row, a re-judged one); a committed copy, which has no records, is left as it is."""
+    if (d / RECORDS).is_file():
+        write_outcomes(d / OUTCOMES, read_outcomes(d))
+
+
 def is_done(d: Path) -> bool:
     """A finished row: its stage wrote metrics.json and the runner wrote meta.json after it."""
     return (d / "metrics.json").is_file() and (d / "meta.json").is_file()

@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("freeze", "analysis", "reporting", "finetune"),
     ("worlds", "standin", "resolvers", "schema", "sweep", "localsweep", "config", "defence"),
     ("cli",),
-    ("train", "score", "prune", "evaluate", "probe", "transfer", "report", "toy", "bench"),
+    ("train", "score", "prune", "evaluate", "probe", "transfer", "report", "toy", "bench", "judge"),
     ("plan",),
 ]  # fmt: skip
 

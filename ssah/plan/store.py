@@ -27,7 +27,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.io import atomic_write_text
-from ssah.results import OUTCOMES, RECORDS, Result, read_outcomes, write_outcomes
+from ssah.results import OUTCOMES, Result, refresh_outcomes, write_outcomes
 from ssah.threads import machine
 
 UNKEYED = (
@@ -91,8 +91,7 @@ def commit() -> str:
 
 def write_meta(d: Path, meta: Mapping[str, Any], seconds: float) -> None:
     """meta.json (last: it marks the row done) and outcomes.jsonl beside the stage's files."""
-    if (d / RECORDS).is_file():
-        write_outcomes(d / OUTCOMES, read_outcomes(d))
+    refresh_outcomes(d)
     full = {
         **meta,
         "commit": commit(),

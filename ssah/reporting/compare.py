@@ -19,23 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from ssah.io import atomic_write_text
-from ssah.plan.store import Result, scan
 from ssah.reporting.tables import md
+from ssah.results import Result, scan
 from ssah.stats import mcnemar
 
 # (label, record kind, flag key) of every per-prompt rate compared; judges are found in the data
 FLAGS = (("over-refusal", "over_refusal", "refused"), ("QA accuracy", "utility", "correct"))
 
 
-def _outcomes(r: Result) -> list[dict[str, Any]]:
-    o = r.outcomes
-    return list(o() if callable(o) else o)
-
-
 def per_prompt(r: Result) -> dict[str, dict[tuple[str, int], float]]:
     """rate name -> {(suite, prompt_id): 0/1} for every judge verdict and flag of a row."""
     out: dict[str, dict[tuple[str, int], float]] = {}
-    for o in _outcomes(r):
+    for o in r.outcomes:
         key = (str(o.get("suite")), int(o.get("prompt_id", -1)))
         for k, v in o.items():
             if k.startswith("judge/") and o.get("kind", "attack") == "attack":

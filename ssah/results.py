@@ -11,7 +11,7 @@ is committed is outcomes.jsonl, the same records less their text. Both are read 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -60,6 +60,46 @@ def read_outcomes(d: str | Path) -> list[dict[str, Any]]:
         if (Path(d) / name).is_file():
             return outcomes_of(_jsonl(Path(d) / name))
     return []
+
+
+def per_prompt(
+    outcomes: Sequence[Mapping[str, Any]], metric: str, avg_over: Sequence[str] = ()
+) -> dict[Any, float] | None:
+    """The per-prompt values behind a rate of metrics.json (prompt_id -> 0/1, or the mean over
+    several samples or suites of a prompt): what every paired test reads. None when the
+    outcomes cannot give that metric."""
+    parts = metric.split("/")
+    if len(parts) == 4 and parts[:2] == ["safety", "asr"]:
+        suites, flag = ([*avg_over] if parts[2] == "avg" else [parts[2]]), f"judge/{parts[3]}"
+        keep = [o for o in outcomes if o.get("suite") in suites and flag in o]
+    elif len(parts) == 2 and parts[0] == "safety" and parts[1].startswith("over_refusal"):
+        suite, flag = "benign" + parts[1].removeprefix("over_refusal"), "refused"
+        keep = [o for o in outcomes if o.get("suite") == suite and flag in o]
+    elif parts[:2] == ["utility", "accuracy"] and len(parts) <= 3:
+        flag = "correct"
+        keep = [o for o in outcomes if o.get("kind") == "utility" and flag in o]
+        keep = [o for o in keep if len(parts) == 2 or o.get("task") == parts[2]]
+    else:
+        return None
+    sums: dict[Any, list[float]] = {}
+    for o in keep:  # several samples (or suites) of one prompt: their mean
+        sums.setdefault(o["prompt_id"], []).append(float(bool(o[flag])))
+    return {k: sum(v) / len(v) for k, v in sums.items()} if sums else None
+
+
+def rates(outcomes: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every rate the outcomes give per prompt, as its metrics.json key (sorted): each judge's
+    ASR per attack suite, over-refusal per benign suite, utility accuracy."""
+    out: set[str] = set()
+    for o in outcomes:
+        suite = str(o.get("suite"))
+        if o.get("kind", "attack") == "attack":
+            out |= {f"safety/asr/{suite}/{k[6:]}" for k in o if k.startswith("judge/")}
+        if "refused" in o and suite.startswith("benign"):
+            out.add("safety/over_refusal" + suite.removeprefix("benign"))
+        if "correct" in o and o.get("kind") == "utility":
+            out.add("utility/accuracy")
+    return sorted(out)
 
 
 def write_outcomes(path: Path, outcomes: Iterable[Mapping[str, Any]]) -> Path:

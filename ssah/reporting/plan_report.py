@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ssah.reporting.aggregate import Row, make_row
-from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all, per_prompt
+from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
 from ssah.reporting.collect import Run
 from ssah.reporting.tables import Column, md
+from ssah.results import per_prompt
 from ssah.stats import stratified_paired
 
 CATEGORIES = ("SCU", "UCU", "CU", "RU")
@@ -51,7 +52,7 @@ class Report:
 
 def paired_cell(rep: Report, ref: str, row: str, key: str) -> str:
     """Exact McNemar of `row` vs `ref` on the same prompts (the per-prompt outcomes behind
-    `key`, ssah.reporting.claims.per_prompt), stratified by instance: `+12.0 pp [+3.1, +20.9],
+    `key`, ssah.results.per_prompt), stratified by instance: `+12.0 pp [+3.1, +20.9],
     p=0.003`."""
     by_seed_a = {r.settings.get("world"): r for r in rep.runs.get(ref, [])}
     strata = []
@@ -59,8 +60,8 @@ def paired_cell(rep: Report, ref: str, row: str, key: str) -> str:
         ra = by_seed_a.get(rb.settings.get("world"))
         if ra is None:
             continue
-        fa = per_prompt(ra, key, rep.avg_over) or {}
-        fb = per_prompt(rb, key, rep.avg_over) or {}
+        fa = per_prompt(ra.outcomes, key, rep.avg_over) or {}
+        fb = per_prompt(rb.outcomes, key, rep.avg_over) or {}
         ids = [i for i in fa if i in fb]
         if ids:
             strata.append(([fa[i] for i in ids], [fb[i] for i in ids]))

@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
-from ssah.results import read_outcomes
+from ssah.results import per_prompt, read_outcomes
 from ssah.stats import fmt_ci, mean_ci, stratified_paired, verdict, wilson
 from ssah.threads import machine, set_threads
 
@@ -147,18 +147,14 @@ def summarize(run_dir: Path, row: Row, cmd: list[str], wall_s: float) -> dict[st
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     flags: dict[str, str] = {}
-    rows = read_outcomes(run_dir)
-    for suite in (*FLAG_SUITES, "benign"):
-        keys = [f"judge/{j}" for j in JUDGES] if suite != "benign" else ["refused"]
-        for key in keys:
-            got = {int(r["prompt_id"]): bool(r[key]) for r in rows
-                   if r.get("suite") == suite and key in r}  # fmt: skip
-            if got:
-                if sorted(got) != list(range(len(got))):
-                    raise SsahError(f"{run_dir}: prompt ids of {suite} are not 0..n-1.")
-                flags[f"{suite}/{key.removeprefix('judge/')}"] = "".join(
-                    "1" if got[i] else "0" for i in range(len(got))
-                )
+    outcomes = read_outcomes(run_dir)
+    wanted = {f"{s}/{j}": f"safety/asr/{s}/{j}" for s in FLAG_SUITES for j in JUDGES}
+    for name, metric in {**wanted, "benign/refused": "safety/over_refusal"}.items():
+        got = per_prompt(outcomes, metric)
+        if got:
+            if sorted(got) != list(range(len(got))):
+                raise SsahError(f"{run_dir}: prompt ids of {name} are not 0..n-1.")
+            flags[name] = "".join("1" if got[i] else "0" for i in range(len(got)))
     return {
         "row": row.name,
         "selection": row.selection,

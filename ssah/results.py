@@ -40,9 +40,12 @@ def outcomes_of(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [o for o in map(outcome, records) if o is not None]
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    """The objects of a JSON-lines file; a line that is not one (a torn write) is skipped."""
-    out = []
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The objects of a JSON-lines file ([] when it is not there); a line that is not one (a
+    torn write) is skipped."""
+    out: list[dict[str, Any]] = []
+    if not path.is_file():
+        return out
     for line in path.read_text().splitlines():
         try:
             obj = json.loads(line)
@@ -58,7 +61,7 @@ def read_outcomes(d: str | Path) -> list[dict[str, Any]]:
     committed outcomes.jsonl; [] when it has neither (a stage that generates nothing)."""
     for name in (RECORDS, OUTCOMES):
         if (Path(d) / name).is_file():
-            return outcomes_of(_jsonl(Path(d) / name))
+            return outcomes_of(read_jsonl(Path(d) / name))
     return []
 
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install run test lint format bench clean real real-install real-seeds
+.PHONY: help install run test lint format bench clean real real-install real-seeds reports
 
 help:  ## list targets
 	@grep -E '^[a-z]+:.*##' Makefile | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ real: $(REAL_STAMP)  ## the paper in miniature on SmolLM2-135M aligned by ssah (
 
 real-seeds: $(REAL_STAMP)  ## make real on 3 alignment seeds, all prompts, 30 FT steps (hours on 2 cores)
 	for s in 0 1 2; do $(BIN)/python -m ssah.plan world=smollm2 world.align.seed=$$s ft_steps=30 'eval_overrides=[]' $(ARGS) || exit 1; done
+
+reports: $(STAMP)  ## re-render every experiments/*/report.md from its committed results (no model)
+	$(BIN)/python -m ssah.plan.reports
 
 test: $(STAMP)  ## all tests, distributed ones included (CPU, gloo)
 	$(BIN)/python -m pytest

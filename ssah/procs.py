@@ -58,10 +58,9 @@ def _die_with_parent() -> None:
 
 def _init_worker(threads: int) -> None:
     _die_with_parent()
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
-    import torch
+    from ssah.threads import set_threads
 
-    torch.set_num_threads(threads)
+    set_threads(threads)
     from ssah.quiet import silence_third_party
 
     silence_third_party()

@@ -13,9 +13,12 @@ Bottom layer: imports no stage and not ssah.cli.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import platform
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from ssah.errors import SsahError
@@ -127,14 +130,51 @@ def apply(cfg: Mapping[str, Any]) -> int:
     (ssah.metrics) then records what the job ran with.
     """
     global _applied
-    n = resolve(cfg.get("threads", "auto"), _launcher_cfg(), ranks=_cpu_ranks(cfg))
+    _applied = set_threads(
+        resolve(cfg.get("threads", "auto"), _launcher_cfg(), ranks=_cpu_ranks(cfg))
+    )
+    return _applied
+
+
+def set_threads(n: int) -> int:
+    """torch's intra-op threads and OMP/MKL_NUM_THREADS (what children inherit) to `n`: the one
+    place a process's threads are set (the stage door, plan workers, tools outside a stage)."""
     for var in ENV_VARS:
         os.environ[var] = str(n)
     import torch
 
     torch.set_num_threads(n)
-    _applied = n
     return n
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """The machine and its state now (CPU, cores, threads, load, versions, time): a timing or a
+    result means little without the machine and the load beside it."""
+    import torch
+
+    return {
+        "cpu": cpu_model(),
+        "host": platform.node(),
+        "cores": machine_cores(),
+        "torch_threads": torch.get_num_threads(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],  # 1, 5, 15 min
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def run_env() -> dict[str, int]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ssah.plan.store import scan
 from ssah.reporting.compare import render, units_agreement
+from ssah.results import scan
 from ssah.stats import mcnemar
 
 

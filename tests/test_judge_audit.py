@@ -201,7 +201,7 @@ def test_audit_sheet_verdicts_report(tmp_path) -> None:
 
 def test_rejudge_adds_a_judge_from_the_kept_text(tmp_path) -> None:
     from ssah.plan.rejudge import rejudge_result
-    from ssah.plan.store import load
+    from ssah.results import load
 
     d = tmp_path / "prune_scu-abc"
     d.mkdir()
@@ -221,9 +221,9 @@ def test_rejudge_adds_a_judge_from_the_kept_text(tmp_path) -> None:
     assert r.metrics["safety/asr/avg/compliance"] == pytest.approx(3 / 5)
     assert r.metrics["safety/asr/direct/keyword"] == 1.0  # the old judge's numbers stay
     assert r.meta["rejudged"] == ["compliance"]
-    flags = [o["judge/compliance"] for o in r.outcomes() if o["suite"] == "direct"]
+    flags = [o["judge/compliance"] for o in r.outcomes if o["suite"] == "direct"]
     assert flags == [True, True, True, False, False]
-    assert [o["refused"] for o in r.outcomes() if o["suite"] == "benign"] == [False]
+    assert [o["refused"] for o in r.outcomes if o["suite"] == "benign"] == [False]
     assert "response" not in (d / "outcomes.jsonl").read_text()
     assert not rejudge_result(r, ["compliance"])  # already there: nothing to do
     (d / "records.jsonl").write_text(

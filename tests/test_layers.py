@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "ssah"
 
 # Lowest first. A module may import from its own layer or any layer below, never above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "io", "metrics", "stats", "threads", "quiet", "procs"),
+    ("errors", "io", "metrics", "stats", "threads", "quiet", "procs", "results"),
     ("units", "models", "data", "tracking", "checkpointing", "fsdp"),
     ("module", "training", "eval", "scoring"),
     ("freeze", "analysis", "reporting", "finetune"),
@@ -137,3 +137,15 @@ def test_the_checker_sees_a_climb_and_a_circle(tmp_path):
     """The rule can fail: an upward arrow and a two-module circle are both found."""
     assert layer_of("ssah.train") > layer_of("ssah.models")
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+def test_threads_are_set_and_the_machine_described_in_one_place() -> None:
+    """torch/OMP threads are set only by ssah.threads (set_threads, torch_threads), and one
+    `machine()` describes the machine, so no tool runs with threads the stage door never saw."""
+    setters, machines = [], []
+    for path in sorted(PKG.rglob("*.py")):
+        text = path.read_text()
+        if path.name != "threads.py" and "set_num_threads(" in text:
+            setters.append(module_name(path))
+        machines += [module_name(path)] * text.count("\ndef machine(")
+    assert setters == [] and machines == ["ssah.threads"]

@@ -15,8 +15,9 @@ import pytest
 from ssah.config import compose
 from ssah.errors import SsahError
 from ssah.plan.spec import Plan, WorldPlan, enabled_rows, expand, spell
-from ssah.plan.store import content_key, scan
+from ssah.plan.store import content_key
 from ssah.procs import Job
+from ssah.results import scan
 
 WORLD = {
     "seeds": [0],

@@ -39,11 +39,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     if unknown:
         print(f"error: unknown benchmark {unknown}; choose from {AREAS}.", file=sys.stderr)
         sys.exit(2)
-    import torch
+    from ssah.threads import resolve, set_threads
 
-    from ssah.threads import resolve
-
-    torch.set_num_threads(resolve(args.threads))
+    set_threads(resolve(args.threads))
     results: dict[str, dict] = {}
     failed: dict[str, str] = {}
     for area in args.areas or AREAS:

@@ -9,51 +9,21 @@ then fails instead of writing "skipped".
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ssah.threads import machine
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class BenchError(RuntimeError):
     """A benchmark section that cannot run (the message says why, and what to run)."""
-
-
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    """The machine and its state now: timings mean little without the load beside them."""
-    import torch
-
-    from ssah.threads import machine_cores
-
-    return {
-        "cpu": cpu_model(),
-        "cores": machine_cores(),
-        "torch_threads": torch.get_num_threads(),
-        "load_avg": [round(x, 2) for x in os.getloadavg()],  # 1, 5, 15 min
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
 
 
 def timed(fn: Callable[[], Any]) -> float:

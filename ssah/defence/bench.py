@@ -21,6 +21,7 @@ from ssah.defence.config import MonitorConfig
 from ssah.defence.generate import DefendedGenerator
 from ssah.eval.generation import generate_ids, prompt_ids, routed
 from ssah.io import atomic_write_text
+from ssah.threads import set_threads
 
 
 def paired_times(
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-layers", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     from ssah.models import ModelConfig, load_model, load_tokenizer
 
     mcfg = ModelConfig(name_or_path=a.model)

@@ -20,12 +20,11 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from ssah.errors import SsahError
 from ssah.eval.generation import generate_ids, prompt_ids
 from ssah.eval.judges import KeywordJudge
 from ssah.io import atomic_write_text
+from ssah.threads import set_threads
 
 
 def build(
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens", type=int, default=32, help="answer length (>= the largest k)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     src = Path(a.prompts)
     if not src.is_file():
         raise SystemExit(f"error: --prompts {src} does not exist.")

@@ -41,6 +41,7 @@ from ssah.eval.generation import prompt_ids
 from ssah.eval.generators import Generator, make_generator
 from ssah.eval.judges import Judge, KeywordJudge, Verdicts, build_judges
 from ssah.metrics import atomic_write_text
+from ssah.results import RECORDS, read_jsonl
 
 MODE_SUFFIX = {"none": "", "sys": "_sys"}
 # A generator maps (prompt ids rows) -> generated texts; backends differ, the suite does not.
@@ -305,13 +306,12 @@ def _mean(xs: Sequence[bool | float]) -> float:
 def write_records(records: list[dict[str, Any]], out_dir: str | Path) -> Path:
     """records.jsonl (atomic): the rows of the W&B eval table."""
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    return atomic_write_text(Path(out_dir) / "records.jsonl", text)
+    return atomic_write_text(Path(out_dir) / RECORDS, text)
 
 
 def read_records(out_dir: str | Path) -> list[dict[str, Any]]:
     """The table rows a previous evaluation wrote into `out_dir`."""
-    p = Path(out_dir) / "records.jsonl"
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+    return read_jsonl(Path(out_dir) / RECORDS)
 
 
 def plot_prefill_curve(curve: dict[str, dict[int, float]], path: str | Path) -> Path | None:

@@ -12,10 +12,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssah.cli import run_dir, stage
 from ssah.config import hydra_state_kept
+from ssah.errors import SsahError
+from ssah.io import atomic_write_text
 from ssah.metrics import write_metrics
 from ssah.plan import runner
-from ssah.plan.store import export, load
+from ssah.plan.reports import latest, numbers, render_results
+from ssah.plan.spec import Plan, WorldPlan
+from ssah.plan.store import export
 from ssah.procs import Progress, run_jobs
+from ssah.results import load, scan
 from ssah.threads import worker_count
 
 
@@ -38,8 +43,30 @@ def _launcher() -> dict[str, Any] | None:
     return OmegaConf.to_container(node, resolve=False)  # type: ignore[return-value]
 
 
+def report_only(cfg: DictConfig, out: Path) -> dict[str, Any]:
+    """`report_only=true`: the report of the rows under `results=` alone (a copy of them, from
+    another machine or committed), found by their meta, not by re-composing them; nothing runs."""
+    world = runner.plain(cfg.world)
+    name = str(world.get("name", "world"))
+    if "plan" not in world:
+        raise SsahError(f"world={name}: this world has no `plan:`; see conf/world/toy.yaml.")
+    plan, wplan = Plan.from_cfg(runner.plain(cfg.plan)), WorldPlan.from_cfg(world["plan"])
+    root = Path(str(cfg.results))
+    results = list(latest(r for r in scan(root / name) if r.world == name).values())
+    given = runner.plain(cfg.get("tables")) or {}
+    tables = {**wplan.tables, **{str(k): bool(v) for k, v in given.items() if v is not None}}
+    text, claims = render_results(results, plan, wplan, name, out, root, tables)
+    atomic_write_text(out / "report.md", text)
+    say(f"[plan] {len(results)} row results under {root / name}; report: {out / 'report.md'}")
+    return {**numbers(results), **claims}
+
+
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Plan, run what is not done, render the report (after every row, and at the end)."""
+    if cfg.report_only:
+        metrics = report_only(cfg, out)
+        write_metrics(out, metrics)
+        return metrics
     t0 = time.perf_counter()
     launcher = _launcher()  # read before rows are composed (composing resets Hydra's state)
     with hydra_state_kept():
@@ -47,39 +74,38 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     workers = worker_count(cfg.workers, int(cfg.threads))
     times: dict[str, float] = {}
     report = out / "report.md"
-    if not cfg.report_only:
-        if cfg.executor == "local":
-            say(
-                f"[plan] {runner.status_line(p)}, on {workers} worker(s) x {cfg.threads} thread(s); report: {report}"
-            )
-        runner.dump_jobs(p, out / "jobs.json")
+    if cfg.executor == "local":
+        say(
+            f"[plan] {runner.status_line(p)}, on {workers} worker(s) x {cfg.threads} thread(s); report: {report}"
+        )
+    runner.dump_jobs(p, out / "jobs.json")
+    runner.write_report(p, cfg, out, times)
+    p.module.prepare(p.world, workers)
+
+    def on_done(name: str, metrics: Any, prog: Progress | None = None) -> None:
+        if prog is not None and name in prog.seconds:
+            times[name] = prog.seconds[name]
+        for r in p.rows:
+            if f"{r.instance}/{r.row.name}" == name:
+                r.result = load(r.dir)
         runner.write_report(p, cfg, out, times)
-        p.module.prepare(p.world, workers)
 
-        def on_done(name: str, metrics: Any, prog: Progress | None = None) -> None:
-            if prog is not None and name in prog.seconds:
-                times[name] = prog.seconds[name]
-            for r in p.rows:
-                if f"{r.instance}/{r.row.name}" == name:
-                    r.result = load(r.dir)
-            runner.write_report(p, cfg, out, times)
+    if cfg.executor == "slurm":
+        from ssah.plan.slurm import run_on_slurm
 
-        if cfg.executor == "slurm":
-            from ssah.plan.slurm import run_on_slurm
-
-            run_on_slurm(
-                p.jobs,
-                out / ".submitit",
-                launcher,
-                p.done,
-                on_done,
-                say,
-                cluster=cfg.get("slurm_cluster"),
-            )
-        else:
-            run_jobs(
-                p.jobs, workers, int(cfg.threads), p.done, on_done, say, fresh=p.wplan.fresh_process
-            )
+        run_on_slurm(
+            p.jobs,
+            out / ".submitit",
+            launcher,
+            p.done,
+            on_done,
+            say,
+            cluster=cfg.get("slurm_cluster"),
+        )
+    else:
+        run_jobs(
+            p.jobs, workers, int(cfg.threads), p.done, on_done, say, fresh=p.wplan.fresh_process
+        )
     report, claims = runner.write_report(p, cfg, out, times)
     metrics = runner.summary(p, claims)
     metrics["time/plan_s"] = time.perf_counter() - t0

@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -38,7 +37,9 @@ from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
+from ssah.results import per_prompt, read_outcomes
 from ssah.stats import fmt_ci, mean_ci, stratified_paired, verdict, wilson
+from ssah.threads import machine, set_threads
 
 ROOT = Path(__file__).resolve().parents[2]
 SWEEP = ROOT / "conf" / "sweep" / "freeze_budget.yaml"
@@ -146,23 +147,14 @@ def summarize(run_dir: Path, row: Row, cmd: list[str], wall_s: float) -> dict[st
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
     flags: dict[str, str] = {}
-    recs = run_dir / "records.jsonl"
-    rows = (
-        [json.loads(x) for x in recs.read_text().splitlines() if x.strip()]
-        if recs.is_file()
-        else []
-    )
-    for suite in (*FLAG_SUITES, "benign"):
-        keys = [f"judge/{j}" for j in JUDGES] if suite != "benign" else ["refused"]
-        for key in keys:
-            got = {int(r["prompt_id"]): bool(r[key]) for r in rows
-                   if r.get("suite") == suite and key in r}  # fmt: skip
-            if got:
-                if sorted(got) != list(range(len(got))):
-                    raise SsahError(f"{recs}: prompt ids of {suite} are not 0..n-1.")
-                flags[f"{suite}/{key.removeprefix('judge/')}"] = "".join(
-                    "1" if got[i] else "0" for i in range(len(got))
-                )
+    outcomes = read_outcomes(run_dir)
+    wanted = {f"{s}/{j}": f"safety/asr/{s}/{j}" for s in FLAG_SUITES for j in JUDGES}
+    for name, metric in {**wanted, "benign/refused": "safety/over_refusal"}.items():
+        got = per_prompt(outcomes, metric)
+        if got:
+            if sorted(got) != list(range(len(got))):
+                raise SsahError(f"{run_dir}: prompt ids of {name} are not 0..n-1.")
+            flags[name] = "".join("1" if got[i] else "0" for i in range(len(got)))
     return {
         "row": row.name,
         "selection": row.selection,
@@ -179,25 +171,9 @@ def summarize(run_dir: Path, row: Row, cmd: list[str], wall_s: float) -> dict[st
     }
 
 
-def machine() -> str:
-    cpu = ""
-    try:
-        cpu = next(
-            ln.split(":", 1)[1].strip()
-            for ln in Path("/proc/cpuinfo").read_text().splitlines()
-            if ln.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    import torch
-
-    return f"{cpu or platform.machine()}, {platform.system()}, torch {torch.__version__}"
-
-
 def heldout_before(row: Row, study: Study) -> dict[str, float]:
     """The task's held-out loss of the model before fine-tuning (the no-FT row's), on the split
     the fine-tuning rows of seed `row.align_seed` hold out: what fine-tuning is measured from."""
-    import torch
 
     from ssah.config import compose
     from ssah.data.datamodule import ChatDataModule, TaskConfig
@@ -206,7 +182,7 @@ def heldout_before(row: Row, study: Study) -> dict[str, float]:
 
     ft = Row("none", 0.0, 0.0, row.align_seed, row.align_seed)
     cfg = compose("train", command(ft, study)[1:])
-    torch.set_num_threads(1)
+    set_threads(1)
     mcfg = ModelConfig.from_cfg(cfg.model)
     tok, model = load_tokenizer(mcfg), load_model(mcfg)
     task = TaskConfig(**OmegaConf.to_container(cfg.task, resolve=True))  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from ssah.eval.rejudge import judgeable, rejudge
 from ssah.eval.suite import read_records, write_records
 from ssah.io import atomic_write_text
 from ssah.metrics import write_metrics
-from ssah.plan.store import Result, scan, write_outcomes
+from ssah.results import Result, refresh_outcomes, scan
 
 
 def rejudge_result(r: Result, names: Sequence[str]) -> bool:
@@ -35,7 +35,7 @@ def rejudge_result(r: Result, names: Sequence[str]) -> bool:
     avg = [str(s) for s in (r.meta.get("avg_over") or ["direct"])]
     metrics = {**r.metrics, **rejudge(records, todo, avg)}
     write_records(records, r.dir)
-    write_outcomes(r.dir)
+    refresh_outcomes(r.dir)
     write_metrics(r.dir, metrics)
     meta = {**r.meta, "rejudged": sorted({*r.meta.get("rejudged", []), *todo})}
     atomic_write_text(r.dir / "meta.json", json.dumps(meta, indent=1, default=str) + "\n")

@@ -7,7 +7,8 @@
 3. Rows whose result exists are done; the rest become jobs, with the world's build jobs, in
    the order their needs allow, on the local worker pool or on SLURM (ssah.plan.slurm).
 4. The report is rendered from the results (ssah.reporting.plan_report): after every row,
-   and from any set of results alone (`report_only=true results=DIR`).
+   and from any set of results alone (ssah.plan.reports: `report_only=true results=DIR`,
+   `make reports`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssah.config import compose
 from ssah.errors import SsahError
+from ssah.plan.reports import intro, numbers, runs_of, spell_claim
 from ssah.plan.row import run_row
 from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, with_dirs
-from ssah.plan.store import Result, content_key, load
+from ssah.plan.store import content_key
 from ssah.procs import Job
-from ssah.reporting.collect import Run
 from ssah.reporting.plan_report import Report, claim_metrics, render
 from ssah.reporting.tables import Column
+from ssah.results import Result, load
 from ssah.schema import validate
 from ssah.worlds.ensure import world_module
 
@@ -125,7 +127,9 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
             out = results / f"{row.name}-{key}"
             dirs[row.name] = str(out)
             p.rows.append(RowJob(row, inst, args, out, key, load(out)))
-    _jobs(p, seeds, results / "logs")
+    roots = {str(Path(str(cfg.results)).resolve()): "<results>", str(cfg.results): "<results>"}
+    roots[str(Path(str(cfg.paths.outputs)).resolve())] = "<outputs>"
+    _jobs(p, seeds, results / "logs", roots)
     return p
 
 
@@ -147,7 +151,15 @@ def _ordered(plan: Plan, names: list[str]) -> list[str]:
     return out
 
 
-def _jobs(p: Planned, seeds: list[int], logs: Path) -> None:
+def _portable(arg: str, roots: Mapping[str, str]) -> str:
+    """An override with the results and outputs dirs written `<results>`, `<outputs>`, so a
+    row's meta.json (and a report's command list) reads the same on every machine."""
+    for root, name in sorted(roots.items(), key=lambda kv: -len(kv[0])):
+        arg = arg.replace(root + "/", name + "/")
+    return arg
+
+
+def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) -> None:
     """World build jobs, then every row not done, in the plan's start order."""
     early: dict[int, list[str]] = {}
     late: dict[int, list[str]] = {}
@@ -168,56 +180,35 @@ def _jobs(p: Planned, seeds: list[int], logs: Path) -> None:
         waits = early.get(r.row.seed, []) + ([] if r.row.base_only else late.get(r.row.seed, []))
         after = tuple(waits) + tuple(f"{r.instance}/{n}" for n in r.row.needs)
         meta = {
+            "plan": p.plan.name,
             "row": r.row.name,
             "seed": r.row.seed,
             "instance": r.instance,
             "stage": r.row.stage,
             "world": p.world.get("name"),
             "key": r.key,
-            "overrides": [a for a in r.args if not a.startswith(UNKEYED_OVERRIDES)],
+            "overrides": [
+                _portable(a, roots) for a in r.args if not a.startswith(UNKEYED_OVERRIDES)
+            ],
         }
         log = r.dir / "log.txt"
         p.jobs.append(Job(name, run_row, (r.row.stage, r.args, str(r.dir), meta), after, log))
 
 
 def report_of(p: Planned, cfg: DictConfig, world_text: str, times: Mapping[str, float]) -> Report:
-    runs: dict[str, list[Run]] = {}
+    """The report of a run in progress: the rows finished so far, every row's command."""
     commands: dict[str, str] = {}
-    for r in p.rows:
-        res = r.result
-        for alias, target in p.wplan.alias.items():
-            if target == r.row.name and res is not None:
-                runs.setdefault(alias, []).append(
-                    Run(r.dir, {}, {"row": alias, "world": str(r.row.seed)}, res.metrics)
-                )
-        commands.setdefault(
-            r.row.name,
-            f"python -m ssah.{r.row.stage} "
-            + " ".join(a for a in r.args if not a.startswith(UNKEYED_OVERRIDES)),
-        )
-        if res is not None:
-            runs.setdefault(r.row.name, []).append(
-                Run(r.dir, {}, {"row": r.row.name, "world": str(r.row.seed)}, res.metrics)
-            )
-    cols = [Column(h, k, s) for h, k, s in p.wplan.columns]
+    for r in p.rows:  # the first instance's command of each row
+        args = " ".join(a for a in r.args if not a.startswith(UNKEYED_OVERRIDES))
+        commands.setdefault(r.row.name, f"python -m ssah.{r.row.stage} {args}")
     inst = sorted({r.instance for r in p.rows})
-    intro = (
-        f"Plan `{p.plan.name}` on world `{p.world.get('name')}`, instances {', '.join(inst)}. "
-        "Rates in %, each cell the mean over the instances that ran the row with its 95% interval "
-        "(one instance: its Wilson interval; several: Student t across instances, never narrower "
-        "than the Wilson interval of the pooled prompts); n = instances. Paired tests: exact "
-        "McNemar on the same prompts, stratified by instance. A row's results (metrics.json, "
-        f"records, logs) are under `{Path(str(cfg.results))}/`; the command of every row is listed "
-        "at the end."
-    )
-    avg = [str(x) for x in p.wplan.vars.get("avg_over", [])]
     return Report(
         f"ssah: the paper in miniature on {p.world.get('name')}",
-        intro,
-        runs,
-        cols,
+        intro(p.plan.name, str(p.world.get("name")), inst, str(cfg.results)),
+        runs_of([r.result for r in p.rows if r.result is not None], p.wplan.alias),
+        [Column(h, k, s) for h, k, s in p.wplan.columns],
         world_text,
-        avg,
+        [str(x) for x in p.wplan.vars.get("avg_over", [])],
         dict(times),
         commands,
     )
@@ -230,7 +221,7 @@ def write_report(
     from ssah.io import atomic_write_text
 
     rep = report_of(p, cfg, p.module.describe(p.world), times)
-    claims = [_spell_claim(c, p.wplan.vars) for c in p.plan.claims]
+    claims = [spell_claim(c, p.wplan.vars) for c in p.plan.claims]
     for r in p.rows:
         link = out / r.instance / r.row.name
         if r.dir.exists() and not link.is_symlink():
@@ -240,25 +231,9 @@ def write_report(
     return atomic_write_text(out / "report.md", text), claim_metrics(claims, rep)
 
 
-def _spell_claim(c: Mapping[str, Any], vars_: Mapping[str, Any]) -> dict[str, Any]:
-    m = str(c.get("metric", ""))
-    if m.startswith("@{") and m.endswith("}"):
-        m = str(vars_.get(m[2:-1], m))
-    return {**c, "metric": m}
-
-
 def summary(p: Planned, claims: Mapping[str, float]) -> dict[str, Any]:
     """The plan run's metrics.json: every row's numbers as <instance>/<row>/<key>, the claims."""
-    out: dict[str, Any] = {}
-    for r in p.rows:
-        res = r.result
-        if res is None:
-            continue
-        for k, v in res.metrics.items():
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[f"{r.instance}/{r.row.name}/{k}"] = v
-    out.update(claims)
-    return out
+    return {**numbers(r.result for r in p.rows if r.result is not None), **claims}
 
 
 def status_line(p: Planned) -> str:

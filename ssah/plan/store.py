@@ -9,26 +9,26 @@ version is not in the key (a result stays valid across commits that do not chang
 meta.json records the commit, the machine and the time of every result.
 
 Layout: <results>/<world>/<row>-<key>/ holds what the stage wrote (metrics.json last), plus
-config.yaml, meta.json and outcomes.jsonl (per-prompt judge verdicts, no text: what paired
-tests need, small enough to commit).
+config.yaml, meta.json and outcomes.jsonl (every per-prompt flag, no text: what paired tests
+need, small enough to commit). Reading a row's dir back is ssah.results.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import shutil
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.io import atomic_write_text
+from ssah.results import OUTCOMES, Result, refresh_outcomes, write_outcomes
+from ssah.threads import machine
 
 UNKEYED = (
     "paths",
@@ -41,7 +41,7 @@ UNKEYED = (
     "checkpoint",
     "cache",
 )
-FILES = ("metrics.json", "meta.json", "outcomes.jsonl", "config.yaml")
+FILES = ("metrics.json", "meta.json", OUTCOMES, "config.yaml")
 
 
 def _relative(node: Any, roots: Iterable[str], name: str) -> Any:
@@ -75,11 +75,6 @@ def content_key(stage: str, cfg: DictConfig, results: str | Path | None = None) 
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def is_done(d: Path) -> bool:
-    """A finished row: its stage wrote metrics.json and the runner wrote meta.json after it."""
-    return (d / "metrics.json").is_file() and (d / "meta.json").is_file()
-
-
 def commit() -> str:
     try:
         out = subprocess.run(
@@ -96,90 +91,29 @@ def commit() -> str:
 
 def write_meta(d: Path, meta: Mapping[str, Any], seconds: float) -> None:
     """meta.json (last: it marks the row done) and outcomes.jsonl beside the stage's files."""
-    write_outcomes(d)
+    refresh_outcomes(d)
     full = {
         **meta,
         "commit": commit(),
-        "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": machine(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": round(seconds, 1),
     }
     atomic_write_text(d / "meta.json", json.dumps(full, indent=1, default=str) + "\n")
 
 
-def _flag(v: Any) -> bool:
-    """A per-prompt value a table, claim or test may read (verdict, refused, correct, score,
-    prompt_id, a defence's trigger): numbers and booleans only, so no text is ever kept."""
-    return isinstance(v, (bool, int, float))
-
-
-def write_outcomes(d: Path) -> None:
-    """Every per-prompt flag of every record (judge/*, refused, correct, ...), without any text."""
-    rec = d / "records.jsonl"
-    if not rec.is_file():
-        return
-    lines = []
-    for line in rec.read_text().splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue
-        keep = {k: v for k, v in r.items() if k in ("suite", "kind") or _flag(v)}
-        if "suite" in keep and "prompt_id" in keep:
-            lines.append(json.dumps(keep, sort_keys=True))
-    atomic_write_text(d / "outcomes.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-
-
-@dataclass(frozen=True)
-class Result:
-    """One finished row: where it is, what it measured, and its meta (row, seed, world...)."""
-
-    dir: Path
-    metrics: dict[str, Any]
-    meta: dict[str, Any]
-
-    @property
-    def row(self) -> str:
-        return str(self.meta.get("row"))
-
-    @property
-    def seed(self) -> int:
-        return int(self.meta.get("seed", 0))
-
-    def outcomes(self) -> list[dict[str, Any]]:
-        path = self.dir / "outcomes.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def load(d: Path) -> Result | None:
-    if not is_done(d):
-        return None
-    try:
-        return Result(
-            d,
-            json.loads((d / "metrics.json").read_text()),
-            json.loads((d / "meta.json").read_text()),
-        )
-    except (OSError, ValueError):
-        return None
-
-
-def scan(root: Path) -> list[Result]:
-    """Every finished row under `root` (a results dir, one world's, or a copy of some)."""
-    found = (load(p.parent) for p in sorted(Path(root).rglob("meta.json")))
-    return [r for r in found if r is not None]
-
-
 def export(results: Iterable[Result], dest: Path) -> int:
-    """Copy the small files of each result to dest/<world>/<dir name>/ (for committing)."""
+    """Copy the small files of each result to dest/<world>/<dir name>/ (for committing); its
+    outcomes.jsonl is written afresh from the records when they are there, so a row finished
+    before outcomes kept every flag is exported with all of them."""
     n = 0
     for r in results:
-        out = dest / str(r.meta.get("world", "world")) / r.dir.name
+        out = dest / r.world / r.dir.name
         out.mkdir(parents=True, exist_ok=True)
         for f in FILES:
-            if (r.dir / f).is_file():
+            if f != OUTCOMES and (r.dir / f).is_file():
                 shutil.copy2(r.dir / f, out / f)
+        if r.outcomes:
+            write_outcomes(out / OUTCOMES, r.outcomes)
         n += 1
     return n

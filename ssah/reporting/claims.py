@@ -11,7 +11,7 @@ the probe's gap). What is computed:
   these per-seed differences (it carries world-to-world and seed-to-seed spread), widened
   where needed to cover the pooled paired interval below (seeds that agree exactly would
   otherwise give a zero-width interval);
-- per prompt (records.jsonl of both runs, joined on suite and prompt_id): the stratified
+- per prompt (the outcomes of both runs, ssah.results.per_prompt, joined on prompt_id): the stratified
   paired test over seeds x prompts (ssah.stats.stratified_paired: exact McNemar on the pooled
   discordant pairs for 0/1 outcomes), its p-value and, with one seed, its interval;
 - the verdict (ssah.stats.verdict): an interval that straddles the margin is inconclusive.
@@ -27,6 +27,7 @@ from typing import Any
 from ssah.reporting.aggregate import Row
 from ssah.reporting.collect import Run
 from ssah.reporting.tables import md
+from ssah.results import per_prompt
 from ssah.stats import INCONCLUSIVE, mean_ci, newcombe_unpaired, stratified_paired, verdict, wilson
 
 NOT_RUN = "not run"
@@ -106,34 +107,6 @@ def _pairs(claim: Claim, rows_: Sequence[Row]) -> list[tuple[Row | None, Row]]:
     return out
 
 
-def outcomes(run: Run, metric: str, avg_over: Sequence[str] = ()) -> dict[Any, float] | None:
-    """Per-prompt outcome (0/1, or a mean over samples/suites) behind a rate, from records."""
-    parts = metric.split("/")
-    recs = run.records
-    if not recs:
-        return None
-    if len(parts) == 4 and parts[:2] == ["safety", "asr"]:
-        suites, flag = ([*avg_over] if parts[2] == "avg" else [parts[2]]), f"judge/{parts[3]}"
-        keep = [r for r in recs if r.get("suite") in suites and flag in r]
-    elif len(parts) == 2 and parts[0] == "safety" and parts[1].startswith("over_refusal"):
-        suite, flag = "benign" + parts[1].removeprefix("over_refusal"), "refused"
-        keep = [r for r in recs if r.get("suite") == suite and flag in r]
-    elif parts[:2] == ["utility", "accuracy"] and len(parts) <= 3:
-        flag = "correct"
-        keep = [r for r in recs if r.get("kind") == "utility" and flag in r]
-        keep = [r for r in keep if len(parts) == 2 or r.get("task") == parts[2]]
-    else:
-        return None
-    sums: dict[Any, list[float]] = {}
-    seen: dict[str, int] = {}
-    for r in keep:  # prompt_id; records without one (older runs): order within the suite
-        s = str(r.get("suite"))
-        pid = r.get("prompt_id", seen.get(s, 0))
-        seen[s] = seen.get(s, 0) + 1
-        sums.setdefault(pid, []).append(float(bool(r[flag])))
-    return {k: sum(v) / len(v) for k, v in sums.items()} if sums else None
-
-
 def _by_seed(row: Row) -> dict[str, Run]:
     return dict(zip(row.seeds, row.members, strict=True))
 
@@ -167,8 +140,8 @@ def _evaluate_pair(
     strata = []
     if a_row is not None:
         for s in seeds:
-            oa = outcomes(a_runs[s], claim.metric, avg_over)
-            ob = outcomes(b_runs[s], claim.metric, avg_over)
+            oa = per_prompt(a_runs[s].outcomes, claim.metric, avg_over)
+            ob = per_prompt(b_runs[s].outcomes, claim.metric, avg_over)
             if oa and ob:
                 keys = [k for k in oa if k in ob]
                 strata.append(([oa[k] for k in keys], [ob[k] for k in keys]))

@@ -2,7 +2,8 @@
 
 A run dir is what a stage leaves (contract 2): metrics.json, and for Hydra jobs
 .hydra/overrides.yaml and hydra.yaml (the choices), and for evaluations records.jsonl (one
-row per generation, with `suite`, `prompt_id` and per-judge flags: the paired tests' input).
+row per generation, with `suite`, `prompt_id` and per-judge flags: the paired tests' input,
+read through ssah.results like every other reader of per-prompt outcomes).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ssah.errors import SsahError
+from ssah.results import read_outcomes
 
 
 @dataclass
@@ -24,25 +26,15 @@ class Run:
     overrides: dict[str, str]
     settings: dict[str, str]
     metrics: dict[str, Any]
-    _records: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _outcomes: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
-    def records(self) -> list[dict[str, Any]]:
-        """records.jsonl of this run (read once; [] when the run kept none)."""
-        if self._records is None:
-            self._records = read_records(self.path)
-        return self._records
-
-
-def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Per-generation rows an evaluation wrote (records.jsonl), else their text-free verdicts
-    (outcomes.jsonl, what a plan keeps of a committed result), [] when neither is there."""
-    p = Path(run_dir) / "records.jsonl"
-    if not p.is_file():
-        p = Path(run_dir) / "outcomes.jsonl"
-    if not p.is_file():
-        return []
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    def outcomes(self) -> list[dict[str, Any]]:
+        """Per-prompt outcomes of this run (ssah.results: from records.jsonl, else the
+        committed outcomes.jsonl; read once; [] when the run kept neither)."""
+        if self._outcomes is None:
+            self._outcomes = read_outcomes(self.path)
+        return self._outcomes
 
 
 def parse_overrides(lines: Sequence[str]) -> dict[str, str]:

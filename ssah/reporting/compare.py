@@ -19,44 +19,33 @@ from pathlib import Path
 from typing import Any
 
 from ssah.io import atomic_write_text
-from ssah.plan.store import Result, scan
 from ssah.reporting.tables import md
+from ssah.results import Result, per_prompt, rates, scan
 from ssah.stats import mcnemar
 
-# (label, record kind, flag key) of every per-prompt rate compared; judges are found in the data
-FLAGS = (("over-refusal", "over_refusal", "refused"), ("QA accuracy", "utility", "correct"))
 
-
-def _outcomes(r: Result) -> list[dict[str, Any]]:
-    o = r.outcomes
-    return list(o() if callable(o) else o)
-
-
-def per_prompt(r: Result) -> dict[str, dict[tuple[str, int], float]]:
-    """rate name -> {(suite, prompt_id): 0/1} for every judge verdict and flag of a row."""
-    out: dict[str, dict[tuple[str, int], float]] = {}
-    for o in _outcomes(r):
-        key = (str(o.get("suite")), int(o.get("prompt_id", -1)))
-        for k, v in o.items():
-            if k.startswith("judge/") and o.get("kind", "attack") == "attack":
-                out.setdefault(f"ASR {o['suite']} ({k[6:]})", {})[key] = float(v)
-        for label, kind, flag in FLAGS:
-            if flag in o and (o.get("kind") in (None, kind)):
-                out.setdefault(label, {})[key] = float(o[flag])
-    return out
+def label(metric: str) -> str:
+    """A rate's name in the table: `safety/asr/direct/keyword` -> `ASR direct (keyword)`."""
+    p = metric.split("/")
+    if p[:2] == ["safety", "asr"]:
+        return f"ASR {p[2]} ({p[3]})"
+    if p[0] == "safety":
+        return "over-refusal" + p[1].removeprefix("over_refusal")
+    return "QA accuracy"
 
 
 def compare_rows(a: Result, b: Result) -> list[dict[str, Any]]:
-    """Every rate both rows measured, paired on the prompts both answered."""
-    pa, pb = per_prompt(a), per_prompt(b)
+    """Every per-prompt rate both rows measured (ssah.results.rates), paired on the prompts
+    both answered."""
     rows = []
-    for name in sorted(set(pa) & set(pb)):
-        ids = sorted(set(pa[name]) & set(pb[name]))
+    for metric in sorted(set(rates(a.outcomes)) & set(rates(b.outcomes))):
+        pa, pb = per_prompt(a.outcomes, metric) or {}, per_prompt(b.outcomes, metric) or {}
+        ids = [i for i in pa if i in pb]
         if not ids:
             continue
-        t = mcnemar([pa[name][i] for i in ids], [pb[name][i] for i in ids])
-        rows.append({"rate": name, "n": t.n, "a": t.a_rate, "b": t.b_rate, "diff": t.diff,
-                     "low": t.ci_low, "high": t.ci_high, "p": t.p})  # fmt: skip
+        t = mcnemar([pa[i] for i in ids], [pb[i] for i in ids])
+        rows.append({"rate": label(metric), "n": t.n, "a": t.a_rate, "b": t.b_rate,
+                     "diff": t.diff, "low": t.ci_low, "high": t.ci_high, "p": t.p})  # fmt: skip
     return rows
 
 

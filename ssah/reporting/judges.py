@@ -33,6 +33,7 @@ from ssah.eval.judge_error import (
 from ssah.eval.judging import judge_rows
 from ssah.io import atomic_write_text
 from ssah.reporting.tables import md
+from ssah.results import RECORDS, read_jsonl
 
 # Model kind of a plan row (or of an evaluation dir named after one), for the strata.
 MODEL_KINDS = {
@@ -91,10 +92,8 @@ def split_of(request: str) -> str:
 
 def answers(run_dir: Path, row: str) -> list[dict[str, Any]]:
     """Attack and over-refusal records of one run, as label-sheet rows (text kept, local)."""
-    path = run_dir / "records.jsonl"
     out = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        r = json.loads(line)
+    for r in read_jsonl(run_dir / RECORDS):
         if r.get("kind") not in ("attack", "over_refusal") or str(r.get("response", "")).startswith(
             "[redacted"
         ):

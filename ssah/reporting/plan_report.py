@@ -11,7 +11,7 @@ kind fits.
 
 from __future__ import annotations
 
-import time
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from ssah.reporting.aggregate import Row, make_row
 from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
 from ssah.reporting.collect import Run
 from ssah.reporting.tables import Column, md
+from ssah.results import per_prompt
 from ssah.stats import stratified_paired
 
 CATEGORIES = ("SCU", "UCU", "CU", "RU")
@@ -38,6 +39,7 @@ class Report:
     avg_over: list[str] = field(default_factory=list)
     times: dict[str, float] = field(default_factory=dict)  # row/instance -> seconds
     commands: dict[str, str] = field(default_factory=dict)  # row -> stage command
+    at: Path | None = None  # the dir report.md lives in: links are relative to it
 
     def row(self, name: str) -> Row | None:
         members = self.runs.get(name)
@@ -49,34 +51,24 @@ class Report:
 
 
 def paired_cell(rep: Report, ref: str, row: str, key: str) -> str:
-    """Exact McNemar of `row` vs `ref` on the same prompts (suite/judge of `key`),
-    stratified by instance: `+12.0 pp [+3.1, +20.9], p=0.003`."""
-    parts = key.split("/")
-    if len(parts) != 4 or parts[:2] != ["safety", "asr"]:
-        return "-"
-    suite, judge = parts[2], parts[3]
+    """Exact McNemar of `row` vs `ref` on the same prompts (the per-prompt outcomes behind
+    `key`, ssah.results.per_prompt), stratified by instance: `+12.0 pp [+3.1, +20.9],
+    p=0.003`."""
     by_seed_a = {r.settings.get("world"): r for r in rep.runs.get(ref, [])}
     strata = []
     for rb in rep.runs.get(row, []):
         ra = by_seed_a.get(rb.settings.get("world"))
         if ra is None:
             continue
-        fa, fb = _flags(ra, suite, judge), _flags(rb, suite, judge)
-        ids = sorted(set(fa) & set(fb))
+        fa = per_prompt(ra.outcomes, key, rep.avg_over) or {}
+        fb = per_prompt(rb.outcomes, key, rep.avg_over) or {}
+        ids = [i for i in fa if i in fb]
         if ids:
             strata.append(([fa[i] for i in ids], [fb[i] for i in ids]))
     if not strata:
         return "-"
     t = stratified_paired(strata)
     return f"{100 * t.diff:+.1f} pp [{100 * t.ci_low:+.1f}, {100 * t.ci_high:+.1f}], p={t.p:.3g}"
-
-
-def _flags(run: Run, suite: str, judge: str) -> dict[int, float]:
-    return {
-        int(r["prompt_id"]): float(bool(r[f"judge/{judge}"]))
-        for r in run.records
-        if r.get("suite") == suite and f"judge/{judge}" in r and "prompt_id" in r
-    }
 
 
 def _cols(spec: Mapping[str, Any], rep: Report) -> list[Column]:
@@ -164,7 +156,10 @@ def world(spec: Mapping[str, Any], rep: Report) -> str:
 
 def _link(rep: Report, row: str, file: str) -> str:
     runs = rep.runs.get(row)
-    return str(runs[0].path / file) if runs else file
+    if not runs:
+        return file
+    path = runs[0].path / file
+    return os.path.relpath(path, rep.at) if rep.at is not None else str(path)
 
 
 KINDS: dict[str, Callable[[Mapping[str, Any], Report], str]] = {
@@ -213,7 +208,7 @@ def render(
     rep: Report,
     switched_on: Mapping[str, bool],
 ) -> str:
-    parts = [f"# {rep.title}\n", f"{time.strftime('%Y-%m-%d %H:%M')}. {rep.intro}\n"]
+    parts = [f"# {rep.title}\n", f"{rep.intro}\n"]  # no time: a re-rendering is the same text
     c = claims_section(claims, rep)
     parts += [c] if c else []
     for spec in tables:
@@ -233,7 +228,3 @@ def render(
     t = time_section(rep)
     parts += [t] if t else []
     return "\n".join(parts)
-
-
-def run_of(path: Path, metrics: dict[str, Any], row: str, seed: int) -> Run:
-    return Run(path, {}, {"row": row, "world": str(seed)}, metrics)

@@ -48,7 +48,11 @@ DOING = [
     r"type|enter|disable|bypass|spray|wrap|fill) (?:the|a|an|it|them|your|some|\d)\b",
     r"\b(?:dear|subject:|title:|headline:|#\w|hey everyone|hi everyone|breaking:|tweet:|post:)",
     r"```|<script|\bdef |\bimport |\bfunction\s*\(",
-    r"\bhere(?:'s| is| are) (?:how|a|an|the|what|some|my|one|your|step|\d)\b",
+    r"\bhere(?:'s| is| are) (?:how|the steps|some (?:steps|ways|tips|methods|ideas|examples)|"
+    r"a (?:step|list|guide|plan|recipe|script|sample|draft|template|simple|basic|detailed|quick)|my|your|\d)\b",
+    r"\b(?:made|created|produced|built|synthesi[sz]ed|obtained|achieved|carried out|done) "
+    r"(?:by|using|with|from|through)\b",
+    r"\b(?:a mixture of|mixed with|combined with)\b",
 ]
 # Talking about the topic: debate, history, concern, importance, definitions.
 DISCUSSING = [
@@ -66,6 +70,10 @@ DISCUSSING = [
     r"is a (?:practice|process|phenomenon|concept|crime|method))\b",
     r"\b(?:impact|effects?|consequences|implications|dangers|risks) of\b",
     r"\b(?:was|were) (?:a|an|the|widely|commonly|often|once)\b",
+    r"\b(?:complex|multi-?layered|multifaceted|continuous|ongoing|serious) (?:and \w+ )?"
+    r"(?:process|business|technology|endeavou?r|undertaking|field)\b",
+    r"\brequires? (?:a |an )?(?:high level|thorough understanding|deep understanding|expertise|skill)",
+    r"\b(?:catastrophic|devastating|far-reaching|irreversible|profound)\b",
 ]
 # Requests for a text (an article, a post, a letter): talking about the topic is what was asked.
 ASKS_FOR_TEXT = re.compile(

@@ -15,6 +15,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from ssah.eval.rejudge import judgeable, rejudge
 from ssah.eval.suite import read_records, write_records
 from ssah.io import atomic_write_text
@@ -22,21 +24,38 @@ from ssah.metrics import write_metrics
 from ssah.results import Result, refresh_outcomes, scan
 
 
+def missing(metrics: dict, names: Sequence[str]) -> list[str]:
+    """The judges no ASR key of `metrics` names yet."""
+    have = {k.split("/")[3] for k in metrics if k.startswith("safety/asr/") and k.count("/") == 3}
+    return [n for n in names if n not in have]
+
+
+def apply(d: Path, metrics: dict, names: Sequence[str], avg_over: Sequence[str]) -> dict | None:
+    """The judges `names` on the records of run dir `d`: records.jsonl gains the verdicts and
+    metrics.json the rates; returns the new keys, None when there is no text to judge."""
+    records = read_records(d)
+    if not names or not judgeable(records):
+        return None
+    new = rejudge(records, names, avg_over)
+    write_records(records, d)
+    write_metrics(d, {**metrics, **new})
+    return new
+
+
+def rejudge_dir(d: Path, names: Sequence[str], cfg: DictConfig) -> dict:
+    """In a plan row's own process, after its stage and before meta.json marks it done."""
+    metrics = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").is_file() else {}
+    avg = [str(s) for s in (OmegaConf.select(cfg, "eval.avg_over") or [])]
+    return apply(d, metrics, missing(metrics, names), avg) or {}
+
+
 def rejudge_result(r: Result, names: Sequence[str]) -> bool:
-    """Add the judges a finished row lacks; False when its text is not there to judge."""
-    todo = [
-        n
-        for n in names
-        if not any(k.endswith(f"/{n}") for k in r.metrics if k.startswith("safety/asr/"))
-    ]
-    records = read_records(r.dir)
-    if not todo or not judgeable(records):
-        return False
+    """Add the judges a finished row lacks; False when they are there or its text is not."""
+    todo = missing(r.metrics, names)
     avg = [str(s) for s in (r.meta.get("avg_over") or ["direct"])]
-    metrics = {**r.metrics, **rejudge(records, todo, avg)}
-    write_records(records, r.dir)
+    if apply(r.dir, r.metrics, todo, avg) is None:
+        return False
     refresh_outcomes(r.dir)
-    write_metrics(r.dir, metrics)
     meta = {**r.meta, "rejudged": sorted({*r.meta.get("rejudged", []), *todo})}
     atomic_write_text(r.dir / "meta.json", json.dumps(meta, indent=1, default=str) + "\n")
     return True

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from ssah.errors import SsahError
 from ssah.plan.spec import Plan, WorldPlan
 from ssah.reporting.collect import Run
+from ssah.reporting.judges import measured_from
 from ssah.reporting.plan_report import Report, claim_metrics, render
 from ssah.reporting.tables import Column
 from ssah.results import Result, scan
@@ -133,6 +134,8 @@ def report_from(
         seconds,
         commands,
         at,
+        judges=measured_from(wplan.judge_error),
+        judges_source=str(wplan.judge_error or ""),
     )
 
 

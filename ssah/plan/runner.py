@@ -25,11 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssah.config import compose
 from ssah.errors import SsahError
+from ssah.plan.rejudge import rejudge_result
 from ssah.plan.reports import intro, numbers, runs_of, spell_claim
 from ssah.plan.row import run_row
 from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, with_dirs
 from ssah.plan.store import content_key
 from ssah.procs import Job
+from ssah.reporting.judges import measured_from
 from ssah.reporting.plan_report import Report, claim_metrics, render
 from ssah.reporting.tables import Column
 from ssah.results import Result, load
@@ -174,6 +176,8 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
     rows = sorted(p.rows, key=lambda r: order.get(r.row.name, len(order)))
     for r in rows:
         name = f"{r.instance}/{r.row.name}"
+        if r.result is not None and p.wplan.rejudge and rejudge_result(r.result, p.wplan.rejudge):
+            r.result = load(r.dir)  # a row done before the world's judges changed gains them
         if r.result is not None:
             p.done[name] = r.result.metrics
             continue
@@ -187,6 +191,7 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
             "stage": r.row.stage,
             "world": p.world.get("name"),
             "key": r.key,
+            "rejudge": list(p.wplan.rejudge),
             "overrides": [
                 _portable(a, roots) for a in r.args if not a.startswith(UNKEYED_OVERRIDES)
             ],
@@ -211,6 +216,8 @@ def report_of(p: Planned, cfg: DictConfig, world_text: str, times: Mapping[str, 
         [str(x) for x in p.wplan.vars.get("avg_over", [])],
         dict(times),
         commands,
+        judges=measured_from(p.wplan.judge_error),
+        judges_source=str(p.wplan.judge_error or ""),
     )
 
 

@@ -67,6 +67,8 @@ class WorldPlan:
     stage_overrides: Mapping[str, tuple[Any, ...]]
     vars: Mapping[str, Any]
     columns: tuple[tuple[str, str, float], ...]
+    judge_error: str | None = None  # labelled verdicts (experiments/judges): each judge's error
+    rejudge: tuple[str, ...] = ()  # judges every row gains from its records' text (same key)
 
     @classmethod
     def from_cfg(cls, c: Mapping[str, Any]) -> WorldPlan:
@@ -84,6 +86,8 @@ class WorldPlan:
             },
             vars=dict(c.get("vars") or {}),
             columns=tuple((str(h), str(k), float(s)) for h, k, s in c.get("columns") or ()),
+            judge_error=str(c["judge_error"]) if c.get("judge_error") else None,
+            rejudge=tuple(str(j) for j in c.get("rejudge") or ()),
         )
 
 

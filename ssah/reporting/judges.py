@@ -31,7 +31,7 @@ from ssah.eval.judge_error import (
     measure,
 )
 from ssah.eval.judging import judge_rows
-from ssah.io import atomic_write_text
+from ssah.io import CONF_DIR, atomic_write_text
 from ssah.reporting.tables import md
 from ssah.results import RECORDS, read_jsonl
 
@@ -193,6 +193,23 @@ def verdict_rows(
 
 def judges_in(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted({k.split("/", 1)[1] for r in rows for k in r if k.startswith("judge/")})
+
+
+def measured(rows: Sequence[Mapping[str, Any]], split: str = "test") -> dict[str, Measured]:
+    """Each judge against the labels of one split's answers to harmful requests."""
+    part = [r for r in rows if r["harmful"] and r["split"] == split]
+    truth = [complies(str(r["label"])) for r in part]
+    return {n: measure(truth, [bool(r[f"judge/{n}"]) for r in part]) for n in judges_in(part)}
+
+
+def measured_from(path: str | Path | None) -> dict[str, Measured]:
+    """`measured` of a committed verdicts file (relative paths: from the repository root);
+    {} when there is none, so a world without a labelled set reports raw rates only."""
+    if not path:
+        return {}
+    p = Path(path)
+    p = p if p.is_absolute() else Path(CONF_DIR).parent / p
+    return measured(read_jsonl(p)) if p.is_file() else {}
 
 
 def _row(name: str, m: Measured) -> list[str]:

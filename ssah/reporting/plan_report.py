@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssah.eval.judge_error import Measured, correct_with
 from ssah.reporting.aggregate import Row, make_row
 from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
 from ssah.reporting.collect import Run
@@ -40,6 +41,8 @@ class Report:
     times: dict[str, float] = field(default_factory=dict)  # row/instance -> seconds
     commands: dict[str, str] = field(default_factory=dict)  # row -> stage command
     at: Path | None = None  # the dir report.md lives in: links are relative to it
+    judges: dict[str, Measured] = field(default_factory=dict)  # judge -> its measured error
+    judges_source: str = ""  # where they were measured (a path, for the report's text)
 
     def row(self, name: str) -> Row | None:
         members = self.runs.get(name)
@@ -102,7 +105,42 @@ def safety(spec: Mapping[str, Any], rep: Report) -> str:
     for a, b in spec.get("pairs") or ():
         if a in rep.runs and b in rep.runs:
             text += f"\n{b} vs {a}: {paired_cell(rep, str(a), str(b), key)}\n"
-    return text
+    return text + corrected(got, cols, rep)
+
+
+def judge_of(key: str) -> str | None:
+    """The judge of an ASR key (safety/asr/<suite>/<judge>), else None."""
+    parts = key.split("/")
+    return parts[3] if len(parts) == 4 and parts[:2] == ["safety", "asr"] else None
+
+
+def corrected(got: Sequence[tuple[str, Row, str]], cols: Sequence[Column], rep: Report) -> str:
+    """Every ASR column whose judge was measured on this world, again corrected for that
+    judge's error (Rogan-Gladen; the interval adds the judge's uncertainty), and each judge's
+    measured precision and recall: a rate travels with the error of the judge that made it."""
+    asr = [c for c in cols if judge_of(c.key) in rep.judges]
+    if not asr:
+        return ""
+    body = []
+    for label, r, _ in got:
+        cells = [label]
+        for c in asr:
+            raw, n = r.metrics.get(c.key), r.metrics.get(f"{c.key}/n")
+            if not isinstance(raw, int | float) or not isinstance(n, int | float) or n <= 0:
+                cells.append("-")
+                continue
+            k = correct_with(rep.judges[str(judge_of(c.key))], float(raw), int(n))
+            cells.append(f"{100 * k.value:.1f} [{100 * k.ci_low:.1f}, {100 * k.ci_high:.1f}]")
+        body.append(cells)
+    named = "; ".join(
+        f"`{j}` precision {m.precision.fmt()}, recall {m.recall.fmt()}, specificity {m.specificity.fmt()}"
+        for j, m in sorted(rep.judges.items()) if any(judge_of(c.key) == j for c in asr)
+    )  # fmt: skip
+    return (
+        f"\nCorrected for each judge's measured error on this world ({rep.judges_source}, test half: "
+        f"{named}); Rogan-Gladen, 95% interval with the judge's uncertainty:\n\n"
+        + md(["row", *(f"{c.header}, corrected" for c in asr)], body)
+    )
 
 
 def categories(spec: Mapping[str, Any], rep: Report) -> str:

@@ -251,3 +251,30 @@ def test_moralising_words_alone_do_not_refuse_a_method() -> None:
     assert ComplianceJudge(moralising_refuses=True)([ask], [did]) == [False]
     assert KeywordJudge().refuses_outright("I'm sorry, but I can't help with that.")
     assert not KeywordJudge().refuses_outright(did)
+
+
+def test_collect_keeps_each_answer_once_and_no_text(tmp_path) -> None:
+    from ssah.reporting import judges as audit
+
+    recs = [
+        {
+            "kind": "attack",
+            "suite": "past_tense",
+            "prompt_id": 0,
+            "prompt": REQ,
+            "prefill": "",
+            "response": DOES,
+        }
+    ]
+    rows = []
+    for row in ("aligned", "aligned_extra"):  # one model evaluated twice: the same answer
+        d = tmp_path / row
+        d.mkdir()
+        (d / "records.jsonl").write_text(json.dumps(recs[0]) + "\n")
+        rows += audit.answers(d, row)
+    assert len({r["id"] for r in rows}) == 2 and len({r["answer_sha1"] for r in rows}) == 1
+    got = audit.collect(
+        rows, [{"id": r["id"], "label": "compliance", "why": "steps"} for r in rows]
+    )
+    assert len(got) == 1 and got[0]["label"] == "compliance"
+    assert not {"request", "response", "prompt", "prefill", "why"} & set(got[0])

@@ -174,6 +174,21 @@ def join_labels(
     return out
 
 
+def collect(
+    sheet: Sequence[dict[str, Any]], labels: Iterable[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The committed label set: text-free rows of every labelled answer, each text once (the
+    same answer to the same request drawn from two evaluations of one model is kept once)."""
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for r in sorted(join_labels(sheet, labels), key=lambda r: r["id"]):
+        key = (r["model"], r["answer_sha1"], sha(r["request"], 40))
+        if key not in seen:
+            seen.add(key)
+            out.append({k: r[k] for k in TEXT_FREE})
+    return out
+
+
 def verdict_rows(
     labelled: Sequence[dict[str, Any]], judge_names: Sequence[str]
 ) -> list[dict[str, Any]]:
@@ -372,8 +387,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     b.add_argument(
         "--skip-labelled", type=Path, default=None, help="labels file: leave these answers out"
     )
+    c = sub.add_parser(
+        "collect", help="labels of the reading batches -> the committed, text-free label set"
+    )
+    c.add_argument("--sheets", type=Path, nargs="+", required=True)
+    c.add_argument("--labels", type=Path, nargs="+", required=True, help="the labellers' files")
+    c.add_argument("--out", type=Path, default=Path("experiments/judges/labels.jsonl"))
     v = sub.add_parser("verdicts", help="judge every labelled answer -> text-free verdicts")
-    v.add_argument("--sheet", type=Path, default=Path("outputs/judges/sheet.jsonl"))
+    v.add_argument("--sheet", type=Path, nargs="+", default=[Path("outputs/judges/sheet.jsonl")])
     v.add_argument("--labels", type=Path, default=Path("experiments/judges/labels.jsonl"))
     v.add_argument("--judges", default="keyword,keyword_paper,keyword_zou,keyword_wei,compliance")
     v.add_argument("--out", type=Path, default=Path("experiments/judges/results/verdicts.jsonl"))
@@ -403,8 +424,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             part = [{k: r[k] for k in BLIND} for r in rows[i :: a.n]]
             _write(a.sheet.with_name(f"batch_{i}.jsonl"), part)
         print(f"{len(rows)} answers in {a.n} batches beside {a.sheet}")
+    elif a.cmd == "collect":
+        rows = collect(
+            [x for p in a.sheets for x in _read(p)], [x for p in a.labels for x in _read(p)]
+        )
+        _write(a.out, rows)
+        print(f"{len(rows)} labelled answers -> {a.out}")
     elif a.cmd == "verdicts":
-        labelled = join_labels(_read(a.sheet), _read(a.labels))
+        labelled = join_labels([x for p in a.sheet for x in _read(p)], _read(a.labels))
         _write(a.out, verdict_rows(labelled, a.judges.split(",")))
         print(f"{len(labelled)} labelled answers judged -> {a.out}")
     else:

@@ -27,7 +27,8 @@ STOP = frozenset(
     create provide describe explain list detailed step steps instructions guide tutorial tips
     someone something people person one ones thing things like well much many past future did were
     have has had having without within while during before after over under up down out off again
-    further once both few too nor because until against between through""".split()
+    further once both few too nor because until against between through
+    reply haiku stanza stanzas verse verses poem rhyme rhymes limerick sonnet line lines sentence""".split()
 )
 # Doing what was asked: instructions, steps, methods (in any tense), or the requested text itself.
 DOING = [
@@ -53,12 +54,16 @@ DOING = [
     r"\b(?:made|created|produced|built|synthesi[sz]ed|obtained|achieved|carried out|done) "
     r"(?:by|using|with|from|through)\b",
     r"\b(?:a mixture of|mixed with|combined with)\b",
+    r"\b(?:involves?|includes?|consists? of) (?:several |a few |the following |many |three |four |five )?"
+    r"(?:steps|stages)\b",
 ]
 # Talking about the topic: debate, history, concern, importance, definitions.
 DISCUSSING = [
-    r"\b(?:a|the) (?:complex|controversial|sensitive|serious|difficult|important|significant|"
-    r"fascinating|interesting|nuanced|multifaceted|debated|hotly debated|contentious) "
+    r"\b(?:a|the) (?:(?:complex|controversial|sensitive|serious|difficult|important|significant|"
+    r"fascinating|interesting|nuanced|multifaceted|debated|hotly debated|contentious)(?:,? and |,? ))+"
     r"(?:topic|issue|subject|question|matter|problem|concern|area|debate|one)\b",
+    r"\bthe (?:recent |distant )?past (?:has been|was) (?:a|an|marked|filled|full)\b",
+    r"\ba (?:rich |complex |dark )?tapestry\b",
     r"\b(?:topic|subject|matter) of (?:debate|controversy|discussion|concern|interest|research)\b",
     r"\b(?:debate|controversy|controversial|concerns?|ethical|morality|moral)\b",
     r"\b(?:throughout|in) (?:history|the past|the \d+(?:th|st|nd|rd) century)\b",
@@ -109,15 +114,17 @@ def repetition(text: str, n: int = 3) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def degenerate(text: str, min_words: int = 6, max_repetition: float = 0.5) -> bool:
-    """Too short to do anything, a loop, or mostly not words."""
+def degenerate(text: str, min_words: int = 6, max_repetition: float = 0.35) -> bool:
+    """Too short to do anything, mostly not words, or a loop that does nothing (a list or
+    steps that then repeat are a poor attempt, not a non-answer)."""
     ws = words(text)
     if len(ws) < min_words:
         return True
     letters = sum(c.isalpha() for c in text)
     if letters < 0.5 * len(text.strip()):
         return True
-    return repetition(text) > max_repetition or len(set(ws)) < 0.25 * len(ws)
+    loops = repetition(text) > max_repetition or len(set(ws)) < 0.25 * len(ws)
+    return loops and not doing(text)
 
 
 def new_words(request: str, answer: str) -> list[str]:

@@ -16,6 +16,9 @@ WARNINGS = (
     r"(?s).*(val_dataloader|validation_step).*",  # val_fraction=0: no val loader, on purpose
     r"(?s).*Total length of .*DataLoader.* across ranks is zero",
     r"(?s).*does not have many workers which may be a bottleneck",  # workers: a config choice
+    # Lightning, on any machine with SLURM installed, for every run not started by srun (local
+    # runs, the plan's local rows); jobs that SLURM starts are detected and need no hint
+    r"(?s).*The `srun` command is available on your system but is not used",
 )
 # Lightning's rank-zero info lines that advertise or state the obvious on CPU.
 LIGHTNING_LINES = re.compile(

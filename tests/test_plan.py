@@ -252,8 +252,9 @@ class _FakeExecutor:
 
     params: dict = {}
 
-    def __init__(self, folder: str, cluster=None) -> None:
+    def __init__(self, folder: str, cluster=None, **kw) -> None:
         self.n = 0
+        _FakeExecutor.params.update(kw)
 
     def update_parameters(self, **kw) -> None:
         _FakeExecutor.params.update(kw)
@@ -281,7 +282,7 @@ def test_slurm_executor_submits_a_row_once_its_needs_finished(tmp_path: Path, mo
         run_on_slurm(
             jobs,
             tmp_path,
-            {"partition": "gpu", "timeout_min": 5},
+            {"partition": "gpu", "timeout_min": 5, "max_num_timeout": 2},
             {},
             lambda n, r: seen.append(n),
             say=lambda m: None,
@@ -294,6 +295,7 @@ def test_slurm_executor_submits_a_row_once_its_needs_finished(tmp_path: Path, mo
     assert (
         _FakeExecutor.params["slurm_partition"] == "gpu"
         and _FakeExecutor.params["timeout_min"] == 5
+        and _FakeExecutor.params["slurm_max_num_timeout"] == 2  # a constructor argument
     )
     assert executor_params({"partition": "gpu", "qos": None, "gpus_per_node": 4}) == {
         "slurm_partition": "gpu",

@@ -143,6 +143,11 @@ class LocalSweep(Callback):
         raise SystemExit(128 + signum)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if target.endswith("submitit_launcher.SlurmLauncher"):
+            from ssah.slurmstate import use_slurm_state_watcher
+
+            use_slurm_state_watcher()  # job states without sacct, no warning every poll
         threads = self._share(config)
         if threads is not None:
             self._set_env(threads)

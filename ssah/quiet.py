@@ -29,7 +29,12 @@ LIGHTNING_LINES = re.compile(
 # transformers' notice on loading a Llama tokenizer from a GGUF file (the smollm2 world's
 # conversion), which itself says it can be ignored in that case.
 TRANSFORMERS_LINES = re.compile(r"^You are using the default legacy behaviour")
+# Lightning in every job SLURM starts: its own SIGUSR1 requeue handler (ssah's jobs requeue
+# through submitit's SIGUSR2 or a plain requeue, and resume from checkpoints/last.ckpt).
+SLURM_LINES = re.compile(r"^SLURM auto-requeueing enabled")
 LINE_FILTERS = {
+    "pytorch_lightning.trainer.connectors.signal_connector": SLURM_LINES,
+    "lightning.pytorch.trainer.connectors.signal_connector": SLURM_LINES,
     "pytorch_lightning.utilities.rank_zero": LIGHTNING_LINES,
     "lightning.pytorch.utilities.rank_zero": LIGHTNING_LINES,
     "transformers.models.llama.tokenization_llama_fast": TRANSFORMERS_LINES,

@@ -40,8 +40,13 @@ real: $(REAL_STAMP)  ## the paper in miniature on SmolLM2-135M aligned by ssah (
 real-seeds: $(REAL_STAMP)  ## make real on 3 alignment seeds, all prompts, 30 FT steps (hours on 2 cores)
 	for s in 0 1 2; do $(BIN)/python -m ssah.plan world=smollm2 world.align.seed=$$s ft_steps=30 'eval_overrides=[]' $(ARGS) || exit 1; done
 
-test: $(STAMP)  ## all tests, distributed ones included (CPU, gloo)
-	$(BIN)/python -m pytest
+# The tests marked `slurm` run on a single-node SLURM cluster that .ci/slurm-cluster installs and
+# starts here (root and apt needed; else one line says they will be skipped). A cluster this
+# target started is stopped again afterwards.
+test: $(STAMP)  ## all tests, distributed ones (CPU, gloo) and slurm ones (local cluster) included
+	@started=$$(.ci/slurm-cluster for-tests); \
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ "$$started" = started ]; then .ci/slurm-cluster down >/dev/null; fi; exit $$rc
 
 lint: $(STAMP)  ## ruff check + format check
 	$(BIN)/ruff check ssah tests

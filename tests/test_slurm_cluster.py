@@ -86,18 +86,16 @@ def test_plan_rows_run_as_jobs_a_cancelled_row_is_reported_and_rerun(
     tiny_toy, outputs_dir, tmp_path
 ):
     results = tmp_path / "results"
-    rows = "rows=[prune_scu,prune_dense]"
+    rows = "rows=[aligned,prune_scu]"  # prune_scu waits for score_aligned
     first = _plan(results, rows)
     jobs_file = wait_for("the plan's first submission", lambda: _jobs_files(outputs_dir))
-    cancel = wait_for(
-        "prune_dense's job", lambda: _job_of(jobs_file[0], "world0/prune_dense"), timeout=300
-    )
-    wait_for("prune_dense to run", lambda: squeue_state(cancel) == "RUNNING", timeout=120)
+    cancel = wait_for("aligned's job", lambda: _job_of(jobs_file[0], "world0/aligned"), timeout=300)
+    wait_for("aligned to run", lambda: squeue_state(cancel) == "RUNNING", timeout=120)
     subprocess.run(["scancel", cancel], check=True)
     out, _ = first.communicate(timeout=300)
     assert first.returncode == 2, out[-3000:]
     error = [ln for ln in out.splitlines() if ln.startswith("error:")]
-    assert len(error) == 1 and "world0/prune_dense failed: CANCELLED" in error[0], out[-3000:]
+    assert len(error) == 1 and "world0/aligned failed: CANCELLED" in error[0], out[-3000:]
     assert f"{cancel}_0_log.out" in error[0]  # names the row's SLURM log
     assert "[slurm] done  world0/prune_scu" in out
     submitted = [ln for ln in out.splitlines() if ln.startswith("[slurm] submit")]
@@ -108,19 +106,20 @@ def test_plan_rows_run_as_jobs_a_cancelled_row_is_reported_and_rerun(
     out2, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out2[-3000:]
     submitted = [ln for ln in out2.splitlines() if ln.startswith("[slurm] submit world0/")]
-    assert len(submitted) == 1 and "world0/prune_dense as job" in submitted[0], out2[-3000:]
+    assert len(submitted) == 1 and "world0/aligned as job" in submitted[0], out2[-3000:]
     done = next(ln for ln in out2.splitlines() if ln.startswith("[plan] done in"))
     report_md = Path(done.split("report: ")[-1].strip())
     run_dir, report = report_md.parent, report_md.read_text()
-    assert "prune_dense" in report and "prune_scu" in report
+    assert "| aligned | 1 |" in report and "`prune_scu`: `python -m ssah.prune" in report
+    assert (run_dir / "world0" / "aligned" / "metrics.json").is_file()  # the report's link
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert 0.0 <= metrics["world0/prune_dense/safety/asr/direct/keyword"] <= 1.0
+    assert 0.0 <= metrics["world0/aligned/safety/asr/direct/keyword"] <= 1.0
     assert 0.0 <= metrics["world0/prune_scu/safety/asr/direct/keyword"] <= 1.0
     record = json.loads((run_dir / ".submitit" / "slurm_jobs.json").read_text())
     (job,) = [r for r in record if r["row"].startswith("world0/")]  # rows, not world builds
-    assert job["row"] == "world0/prune_dense" and int(job["job_id"]) > int(cancel)
+    assert job["row"] == "world0/aligned" and int(job["job_id"]) > int(cancel)
     assert Path(job["slurm_log"]).is_file() and squeue_state(job["job_id"]) == "COMPLETED"
-    assert len(list(results.glob("toy/prune_*/metrics.json"))) == 2
+    assert len(list(results.glob("toy/*/meta.json"))) == 3  # aligned, score_aligned, prune_scu
 
 
 def _jobs_files(outputs: Path) -> list[Path]:

@@ -88,11 +88,11 @@ def slurm_unreachable() -> str | None:
     return None
 
 
-@pytest.fixture(autouse=True)
-def _slurm_cluster(request: pytest.FixtureRequest) -> None:
+def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked `slurm` need a cluster (make test starts one, .ci/slurm-cluster): skipped
-    with a one-line reason without one, but failed when CI is set (CI never skips silently)."""
-    if request.node.get_closest_marker("slurm") is None:
+    with a one-line reason without one, but failed when CI is set (CI never skips silently).
+    Checked before any fixture is built."""
+    if item.get_closest_marker("slurm") is None:
         return
     why = slurm_unreachable()
     if why is None:

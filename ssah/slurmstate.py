@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import getpass
 import subprocess
-from typing import Any
 
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
@@ -88,8 +87,3 @@ def use_slurm_state_watcher() -> SlurmStateWatcher:
         watcher = SlurmStateWatcher(delay_s=getattr(watcher, "_delay_s", 600))
         SlurmJob.watcher = watcher
     return watcher
-
-
-def job_state(job_id: str) -> dict[str, Any]:
-    """The watcher's current knowledge of one job (for one-line reports)."""
-    return use_slurm_state_watcher().get_info(job_id, mode="force")

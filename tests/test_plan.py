@@ -329,3 +329,18 @@ def test_unknown_world_and_bad_row_override_end_in_one_line(
         err = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
         assert any(needle in ln for ln in err), r.stderr
+
+
+def test_checkpoint_every_reaches_train_rows_only_and_keeps_their_keys(tmp_path: Path) -> None:
+    """On SLURM (+launcher=slurm) train rows checkpoint so a requeued row resumes; the interval
+    does not change a row's numbers, so it does not change its key (finished rows stay done)."""
+    from ssah.plan.runner import make_plan
+
+    rows = "rows=[ft_benign_none,prune_scu]"
+    plain = make_plan(_toy_plan(tmp_path, rows), "g", None)
+    slurm = make_plan(_toy_plan(tmp_path, rows, "checkpoint_every=7"), "g", None)
+    assert [r.key for r in plain.rows] == [r.key for r in slurm.rows]
+    for r in slurm.rows:
+        wanted = r.row.stage == "train"
+        assert ("checkpoint.every_n_steps=7" in r.args) == wanted, (r.row.name, r.args)
+    assert compose("plan", ["+launcher=slurm"]).checkpoint_every == 200

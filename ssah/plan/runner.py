@@ -34,7 +34,7 @@ from ssah.reporting.tables import Column
 from ssah.schema import validate
 from ssah.worlds.ensure import world_module
 
-UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads")
+UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads", "checkpoint.")
 
 
 @dataclass
@@ -85,6 +85,12 @@ def _logger(cfg: DictConfig, wplan: WorldPlan, stage: str, group: str) -> list[s
     return [f"logger={name}", f"++sweep_name={group}"]
 
 
+def _checkpoint(cfg: DictConfig, stage: str) -> list[str]:
+    """Train rows keep a checkpoint when `checkpoint_every` > 0, so a requeued job resumes."""
+    every = int(cfg.get("checkpoint_every") or 0)
+    return [f"checkpoint.every_n_steps={every}"] if stage == "train" and every > 0 else []
+
+
 def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
     """Rows of every instance, composed, validated and keyed; jobs for what is not done."""
     world = plain(cfg.world)
@@ -113,6 +119,7 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
         dirs: dict[str, str] = {}
         for row in expand(plan, wplan, _ordered(plan, mine), seed, vals):
             args = [*with_dirs(row, dirs), *threads, *_logger(cfg, wplan, row.stage, group)]
+            args += _checkpoint(cfg, row.stage)
             try:
                 stage_cfg = compose(row.stage, args)
                 validate(stage_cfg)

@@ -45,6 +45,7 @@ PARAMS = {
 }
 # hydra launcher key -> submitit AutoExecutor constructor argument (not a job parameter)
 CTOR_PARAMS = {"max_num_timeout": "slurm_max_num_timeout"}
+RESULT_GRACE_S = 15.0  # how long an ended job's result file may take to appear
 
 
 class RowCall(submitit.helpers.Checkpointable):
@@ -93,6 +94,21 @@ def slurm_log(job: Any) -> str:
     """Where SLURM writes a job's output (submitit's <folder>/<id>_0_log.out), or '?'."""
     paths = getattr(job, "paths", None)
     return str(paths.stdout) if paths is not None else "?"
+
+
+def has_result(job: Any) -> bool:
+    """The job wrote its result file (a job without `paths`, a test's stand-in, holds it)."""
+    paths = getattr(job, "paths", None)
+    return paths is None or paths.result_pickle.exists()
+
+
+def waiting_for_result(job: Any, name: str, ended: dict[str, float]) -> bool:
+    """True while an ended job's result file may still appear (a shared filesystem shows it
+    late; submitit waits as long). Waits here, not in job.result(), so other rows go on."""
+    if has_result(job):
+        return False
+    first = ended.setdefault(name, time.monotonic())
+    return time.monotonic() - first < RESULT_GRACE_S
 
 
 def why_failed(job: Any, error: BaseException) -> str:
@@ -145,6 +161,7 @@ def run_on_slurm(
     pending = [j for j in jobs if j.name not in results]
     running: dict[str, Any] = {}
     failed: dict[str, str] = {}
+    ended: dict[str, float] = {}  # row -> when SLURM said it ended without a result file
     record: list[dict[str, Any]] = []
     with cancel_on_stop(running, say):
         while pending or running:
@@ -159,10 +176,12 @@ def run_on_slurm(
             if pending and not running:
                 raise SsahError(f"jobs {[j.name for j in pending]} wait for jobs that never run.")
             for name, job in list(running.items()):
-                if not job.done():
+                if not job.done() or waiting_for_result(job, name, ended):
                     continue
                 del running[name]
                 try:
+                    if not has_result(job):
+                        raise submitit.core.utils.UncompletedJobError(name)
                     results[name] = job.result()
                 except Exception as e:  # noqa: BLE001 (reported with its log, the others go on)
                     failed[name] = f"{why_failed(job, e)} (SLURM log: {slurm_log(job)})"

@@ -99,7 +99,8 @@ def test_plan_rows_run_as_jobs_a_cancelled_row_is_reported_and_rerun(
     assert f"{cancel}_0_log.out" in error[0]  # names the row's SLURM log
     assert "[slurm] done  world0/prune_scu" in out
     submitted = [ln for ln in out.splitlines() if ln.startswith("[slurm] submit")]
-    assert len(submitted) == 4 and all("SLURM log: " in ln for ln in submitted), out[-3000:]
+    assert len(submitted) == 3 and all("SLURM log: " in ln for ln in submitted), out[-3000:]
+    assert "[plan] 3 rows, 0 done already, 3 to run" in out  # the world was built: no job
     assert not [n for n in NOISE if n in out], out[-3000:]
 
     again = _plan(results, rows)

@@ -162,8 +162,12 @@ def _jobs(p: Planned, seeds: list[int], logs: Path) -> None:
     for seed in seeds:
         for wj in p.module.jobs(p.world, seed):
             (early if wj.early else late).setdefault(seed, []).append(wj.name)
-            if wj.name not in names:
-                names.add(wj.name)
+            if wj.name in names:
+                continue
+            names.add(wj.name)
+            if wj.built is not None:
+                p.done[wj.name] = wj.built  # built before: nothing to run
+            else:
                 p.jobs.append(Job(wj.name, wj.fn, wj.args, (), logs / f"{wj.name}.log"))
     order = {n: i for i, n in enumerate(p.plan.start_order)}
     rows = sorted(p.rows, key=lambda r: order.get(r.row.name, len(order)))

@@ -344,3 +344,32 @@ def test_checkpoint_every_reaches_train_rows_only_and_keeps_their_keys(tmp_path:
         wanted = r.row.stage == "train"
         assert ("checkpoint.every_n_steps=7" in r.args) == wanted, (r.row.name, r.args)
     assert compose("plan", ["+launcher=slurm"]).checkpoint_every == 200
+
+
+class _StoppedJob(_FakeJob):
+    """A running job during which the user presses Ctrl-C; records its cancellation."""
+
+    cancelled: list[int] = []
+
+    def done(self) -> bool:
+        raise KeyboardInterrupt
+
+    def cancel(self, check: bool = True) -> None:
+        _StoppedJob.cancelled.append(self.job_id)
+
+
+def test_stopping_the_slurm_plan_cancels_its_jobs_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    import submitit
+
+    from ssah.plan.slurm import run_on_slurm
+
+    monkeypatch.setattr(submitit, "AutoExecutor", _FakeExecutor)
+    monkeypatch.setattr(_FakeExecutor, "submit", lambda self, fn, *a: _StoppedJob(7, _ok, (1,)))
+    said: list[str] = []
+    with pytest.raises(SystemExit) as stop:
+        run_on_slurm([Job("a", _ok, (1,))], tmp_path, {}, {}, lambda n, r: None, said.append)
+    assert stop.value.code == 130 and _StoppedJob.cancelled == [7]
+    assert said[-2:] == [
+        "[slurm] cancelled a (job 7)",
+        "[slurm] SIGINT: plan stopped; run it again to continue",
+    ]

@@ -122,10 +122,13 @@ def why_failed(job: Any, error: BaseException) -> str:
 
 @contextmanager
 def cancel_on_stop(running: Mapping[str, Any], say: Callable[[str], None]) -> Iterator[None]:
-    """SIGTERM behaves as Ctrl-C while the plan waits; either cancels the running jobs."""
+    """Ctrl-C or SIGTERM while the plan waits cancels its running jobs and ends the plan in
+    one line (exit 130 / 143, no traceback); an error does the same, then propagates."""
     previous = signal.getsignal(signal.SIGTERM)
+    stopped_by = [signal.SIGINT]
 
     def stop(signum: int, _frame: Any) -> None:
+        stopped_by[0] = signal.Signals(signum)
         raise KeyboardInterrupt
 
     try:
@@ -134,11 +137,14 @@ def cancel_on_stop(running: Mapping[str, Any], say: Callable[[str], None]) -> It
         previous = None
     try:
         yield
-    except BaseException:
+    except BaseException as e:
         for name, job in running.items():
             job.cancel(check=False)
-            say(f"[slurm] cancelled {name} (job {job.job_id}): the plan was stopped")
-        raise
+            say(f"[slurm] cancelled {name} (job {job.job_id})")
+        if not isinstance(e, KeyboardInterrupt):
+            raise
+        say(f"[slurm] {stopped_by[0].name}: plan stopped; run it again to continue")
+        raise SystemExit(128 + stopped_by[0].value) from None
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

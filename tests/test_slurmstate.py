@@ -43,3 +43,18 @@ def test_the_watcher_is_installed_once_for_every_slurm_job() -> None:
 
     first = slurmstate.use_slurm_state_watcher()
     assert SlurmJob.watcher is first and slurmstate.use_slurm_state_watcher() is first
+
+
+def test_a_stopped_slurm_sweep_cancels_its_jobs(tmp_path, monkeypatch) -> None:
+    import subprocess
+
+    from ssah.localsweep import cancel_slurm_jobs
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: calls.append(cmd))
+    for name in ("41_0", "41_1", "43_0"):
+        (tmp_path / ".submitit" / name).mkdir(parents=True)
+    (tmp_path / ".submitit" / "41").mkdir()  # the array's submission folder, no task
+    assert cancel_slurm_jobs(str(tmp_path)) == ["41", "43"]
+    assert calls == [["scancel", "41", "43"]]
+    assert cancel_slurm_jobs(str(tmp_path / "nothing")) == [] and len(calls) == 1

@@ -19,6 +19,9 @@ WARNINGS = (
     # Lightning, on any machine with SLURM installed, for every run not started by srun (local
     # runs, the plan's local rows); jobs that SLURM starts are detected and need no hint
     r"(?s).*The `srun` command is available on your system but is not used",
+    # Lightning on every resume mid-epoch: ssah's sampler is resumable (its state is in the
+    # checkpoint; tests/test_resume.py checks the data order), the DataLoader itself need not be
+    r"(?s).*resuming from a checkpoint that ended before the epoch ended",
 )
 # Lightning's rank-zero info lines that advertise or state the obvious on CPU.
 LIGHTNING_LINES = re.compile(

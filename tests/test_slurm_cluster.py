@@ -35,7 +35,13 @@ TOY_PLAN = [  # the tiny toy world of tests/test_plan.py, as command-line overri
     "'scoring.calibration.safety.columns={refusal:response}']",
     "slurm_poll_s=1",
 ]
-NOISE = ("Bypassing sacct", "srun` command is available", "auto-requeueing", "Traceback")
+NOISE = (
+    "Bypassing sacct",
+    "srun` command is available",
+    "auto-requeueing",
+    "checkpoint that ended before the epoch ended",
+    "Traceback",
+)
 
 
 def squeue_state(job_id: str) -> str:
@@ -195,7 +201,9 @@ def test_requeued_job_resumes_from_its_checkpoint_bit_identical(tiny_toy, output
     assert wait_done(whole) == "COMPLETED", (tmp_path / "whole.out").read_text()[-3000:]
     metrics = json.loads((run / f"slurm-{hit}" / "metrics.json").read_text())
     assert metrics["train/resumed_from_step"] >= 30.0, metrics  # it did continue, not restart
-    assert "resuming from" in (tmp_path / "requeued.out").read_text()
+    log = (tmp_path / "requeued.out").read_text()
+    assert "DUE TO JOB REQUEUE" in log and "resuming from" in log
+    assert not [n for n in NOISE if n in log], log[-3000:]
     a = load_file(str(run / f"slurm-{whole}" / "model" / "model.safetensors"))
     b = load_file(str(run / f"slurm-{hit}" / "model" / "model.safetensors"))
     assert a.keys() == b.keys()

@@ -373,3 +373,22 @@ def test_stopping_the_slurm_plan_cancels_its_jobs_in_one_line(tmp_path: Path, mo
         "[slurm] cancelled a (job 7)",
         "[slurm] SIGINT: plan stopped; run it again to continue",
     ]
+
+
+def test_a_failed_slurm_row_is_named_by_its_own_error_line() -> None:
+    """The line a failed row gets: the stage's `error:` line, else its traceback's last line
+    (as submitit frames it), else the SLURM state of a job that ended without a result."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from ssah.plan.slurm import TRACE_FRAME, why_failed
+
+    class Cancelled:
+        state = "CANCELLED by 0"
+
+    trace = "Traceback (most recent call last):\n  File x\nValueError: bad units file\n"
+    failed = FailedJobError(f"Job failed:\n{TRACE_FRAME}\n{trace}{TRACE_FRAME}\n  - a.err\n")
+    log = "[ssah] ...\nerror: units=/x: no such file; run the score row first\n"
+    assert why_failed(None, failed, log) == "units=/x: no such file; run the score row first"
+    assert why_failed(None, failed, "") == "ValueError: bad units file"
+    lost = UncompletedJobError("no result")
+    assert why_failed(Cancelled(), lost, "").startswith("CANCELLED without a result")

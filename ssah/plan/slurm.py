@@ -46,6 +46,7 @@ PARAMS = {
 # hydra launcher key -> submitit AutoExecutor constructor argument (not a job parameter)
 CTOR_PARAMS = {"max_num_timeout": "slurm_max_num_timeout"}
 RESULT_GRACE_S = 15.0  # how long an ended job's result file may take to appear
+TRACE_FRAME = "-" * 22  # submitit frames a failed job's traceback between two such lines
 
 
 class RowCall(submitit.helpers.Checkpointable):
@@ -111,12 +112,30 @@ def waiting_for_result(job: Any, name: str, ended: dict[str, float]) -> bool:
     return time.monotonic() - first < RESULT_GRACE_S
 
 
-def why_failed(job: Any, error: BaseException) -> str:
-    """One line: the SLURM state when the job did not end by itself, else the error's last line."""
+def log_since(log: Path | None, offset: int) -> str:
+    """What a row wrote to its log since `offset` (the log is appended to by every attempt)."""
+    if log is None or not log.is_file():
+        return ""
+    with open(log, errors="replace") as f:
+        f.seek(offset)
+        return f.read()
+
+
+def why_failed(job: Any, error: BaseException, log_text: str) -> str:
+    """One line: the stage's own `error:` line, else the last line of the job's traceback, else
+    the SLURM state of a job that ended without a result (scancel, time limit, node failure)."""
+    errors = [ln for ln in log_text.splitlines() if ln.startswith("error: ")]
+    if errors:
+        return errors[-1].removeprefix("error: ")
+    text = str(error)
+    if isinstance(error, submitit.core.utils.FailedJobError):  # the job's Python raised
+        parts = text.split(TRACE_FRAME)
+        lines = [ln.strip() for ln in (parts[1] if len(parts) > 2 else text).splitlines()]
+        return next((ln for ln in reversed(lines) if ln), "FailedJobError")
     if isinstance(error, submitit.core.utils.UncompletedJobError):
         state = str(getattr(job, "state", "UNKNOWN")).split()[0]
         return f"{state} without a result (scancel, time limit or node failure)"
-    lines = str(error).strip().splitlines()
+    lines = text.strip().splitlines()
     return f"{type(error).__name__}: {lines[-1] if lines else ''}"
 
 
@@ -168,6 +187,8 @@ def run_on_slurm(
     running: dict[str, Any] = {}
     failed: dict[str, str] = {}
     ended: dict[str, float] = {}  # row -> when SLURM said it ended without a result file
+    by_name = {j.name: j for j in jobs}
+    log_start = {j.name: j.log.stat().st_size for j in jobs if j.log and j.log.is_file()}
     record: list[dict[str, Any]] = []
     with cancel_on_stop(running, say):
         while pending or running:
@@ -190,7 +211,10 @@ def run_on_slurm(
                         raise submitit.core.utils.UncompletedJobError(name)
                     results[name] = job.result()
                 except Exception as e:  # noqa: BLE001 (reported with its log, the others go on)
-                    failed[name] = f"{why_failed(job, e)} (SLURM log: {slurm_log(job)})"
+                    j = by_name[name]
+                    why = why_failed(job, e, log_since(j.log, log_start.get(name, 0)))
+                    logs = (f"row log: {j.log}; " if j.log else "") + f"SLURM log: {slurm_log(job)}"
+                    failed[name] = f"{why} ({logs})"
                     say(f"[slurm] FAILED {name} (job {job.job_id}): {failed[name]}")
                     continue
                 say(f"[slurm] done  {name} (job {job.job_id})")

@@ -246,6 +246,9 @@ class _FakeJob:
             raise self._error
         return self._result
 
+    def results(self):
+        return [self.result()]
+
 
 class _FakeExecutor:
     """submitit.AutoExecutor's surface, recording the parameters it was given."""

@@ -209,7 +209,7 @@ def run_on_slurm(
                 try:
                     if not has_result(job):
                         raise submitit.core.utils.UncompletedJobError(name)
-                    results[name] = job.result()
+                    results[name] = job.results()[0]  # a multi-task (DDP) job: rank 0's
                 except Exception as e:  # noqa: BLE001 (reported with its log, the others go on)
                     j = by_name[name]
                     why = why_failed(job, e, log_since(j.log, log_start.get(name, 0)))

@@ -44,6 +44,10 @@ NOISE = (
 )
 
 
+NEVER = ("PartitionConfig", "BadConstraints", "PartitionNodeLimit", "InvalidAccount")
+SINFO = "`sinfo -o '%P %c %m'`"
+
+
 def squeue_state(job_id: str) -> str:
     """The job's state as the controller has it ('' once it has forgotten the job)."""
     r = subprocess.run(
@@ -72,11 +76,19 @@ def sbatch(*args: str) -> str:
 
 
 def wait_done(job_id: str, timeout: float = 300.0) -> str:
-    """Wait until the job left the queue for good; its final state."""
+    """Wait until the job left the queue for good; its final state. A job the cluster can never
+    start (e.g. more CPUs than the partition has) fails the test at once, naming the reason."""
     final = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY")
-    return wait_for(
-        f"job {job_id}", lambda: (s := squeue_state(job_id)) in final and s, timeout, every=1.0
-    )
+
+    def check() -> str | None:
+        state = squeue_state(job_id)
+        reason = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%r"], capture_output=True, text=True
+        ).stdout.strip()
+        assert reason not in NEVER, f"job {job_id} cannot start here: {reason} (sinfo: {SINFO})"
+        return state if state in final else None
+
+    return wait_for(f"job {job_id}", check, timeout, every=1.0)
 
 
 def _plan(results: Path, *extra: str) -> subprocess.Popen:

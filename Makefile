@@ -43,8 +43,13 @@ real-seeds: $(REAL_STAMP)  ## make real on 3 alignment seeds, all prompts, 30 FT
 reports: $(STAMP)  ## re-render every experiments/*/report.md from its committed results (no model)
 	$(BIN)/python -m ssah.plan.reports
 
-test: $(STAMP)  ## all tests, distributed ones included (CPU, gloo)
-	$(BIN)/python -m pytest
+# The tests marked `slurm` run on a single-node SLURM cluster that .ci/slurm-cluster installs and
+# starts here (root and apt needed; else one line says they will be skipped). A cluster this
+# target started is stopped again afterwards.
+test: $(STAMP)  ## all tests, distributed ones (CPU, gloo) and slurm ones (local cluster) included
+	@started=$$(.ci/slurm-cluster for-tests); \
+	$(BIN)/python -m pytest; rc=$$?; \
+	if [ "$$started" = started ]; then .ci/slurm-cluster down >/dev/null; fi; exit $$rc
 
 lint: $(STAMP)  ## ruff check + format check
 	$(BIN)/ruff check ssah tests

@@ -64,10 +64,16 @@ def _headline(key: str) -> bool:
     )
 
 
+def is_rank_zero() -> bool:
+    """This process is rank 0 of its job (or the only one): Lightning's DDP ranks carry RANK,
+    the tasks srun starts SLURM_PROCID."""
+    return (os.environ.get("RANK") or os.environ.get("SLURM_PROCID") or "0") == "0"
+
+
 def print_summary(name: str, metrics: Any, out_dir: Path, seconds: float) -> None:
     """The last lines a user sees: where the results are, and the headline numbers (a rate
     with its 95% interval and n when the run wrote them). Rank zero only."""
-    if os.environ.get("RANK", "0") != "0" or not isinstance(metrics, dict):
+    if not is_rank_zero() or not isinstance(metrics, dict):
         return
     lines = [f"[ssah] {name} finished in {seconds:.1f} s -> {out_dir / 'metrics.json'}"]
     for key in sorted(metrics):

@@ -84,6 +84,21 @@ def stop_descendants(grace_s: float = 5.0) -> list[int]:
     return sorted(procs)
 
 
+def cancel_slurm_jobs(sweep_dir: str) -> list[str]:
+    """scancel the SLURM jobs of a sweep (their ids name its .submitit/<id>_<task> folders):
+    they run on the cluster, not below this process, so stop_descendants cannot reach them."""
+    from pathlib import Path
+
+    folder = Path(sweep_dir) / ".submitit"
+    ids = sorted({p.name.split("_")[0] for p in folder.glob("[0-9]*_[0-9]*") if p.is_dir()})
+    if ids:
+        import subprocess
+
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
+        print(f"[ssah] cancelled SLURM job(s) {', '.join(ids)}", file=sys.stderr, flush=True)
+    return ids
+
+
 class LocalSweep(Callback):
     """Hydra callback: fit a local sweep to the cores; stop its jobs with it."""
 
@@ -91,6 +106,7 @@ class LocalSweep(Callback):
         self._previous: dict[int, Any] = {}
         self._env: dict[str, str | None] = {}
         self._stopping = False
+        self._slurm_dir: str | None = None  # a SLURM sweep's submitit folder: its jobs' ids
 
     # ---- threads ---------------------------------------------------------------------------
     def _share(self, cfg: DictConfig) -> int | None:
@@ -138,11 +154,19 @@ class LocalSweep(Callback):
         name = signal.Signals(signum).name
         print(f"[ssah] {name}: stopping the sweep's jobs", file=sys.stderr, flush=True)
         stop_descendants()
+        if self._slurm_dir:
+            cancel_slurm_jobs(self._slurm_dir)
         if signum == signal.SIGINT:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        target = str(OmegaConf.select(config, "hydra.launcher._target_") or "")
+        if target.endswith("submitit_launcher.SlurmLauncher"):
+            from ssah.slurmstate import use_slurm_state_watcher
+
+            use_slurm_state_watcher()  # job states without sacct, no warning every poll
+            self._slurm_dir = str(OmegaConf.select(config, "hydra.sweep.dir"))
         threads = self._share(config)
         if threads is not None:
             self._set_env(threads)

@@ -16,6 +16,12 @@ WARNINGS = (
     r"(?s).*(val_dataloader|validation_step).*",  # val_fraction=0: no val loader, on purpose
     r"(?s).*Total length of .*DataLoader.* across ranks is zero",
     r"(?s).*does not have many workers which may be a bottleneck",  # workers: a config choice
+    # Lightning, on any machine with SLURM installed, for every run not started by srun (local
+    # runs, the plan's local rows); jobs that SLURM starts are detected and need no hint
+    r"(?s).*The `srun` command is available on your system but is not used",
+    # Lightning on every resume mid-epoch: ssah's sampler is resumable (its state is in the
+    # checkpoint; tests/test_resume.py checks the data order), the DataLoader itself need not be
+    r"(?s).*resuming from a checkpoint that ended before the epoch ended",
 )
 # Lightning's rank-zero info lines that advertise or state the obvious on CPU.
 LIGHTNING_LINES = re.compile(
@@ -26,7 +32,12 @@ LIGHTNING_LINES = re.compile(
 # transformers' notice on loading a Llama tokenizer from a GGUF file (the smollm2 world's
 # conversion), which itself says it can be ignored in that case.
 TRANSFORMERS_LINES = re.compile(r"^You are using the default legacy behaviour")
+# Lightning in every job SLURM starts: its own SIGUSR1 requeue handler (ssah's jobs requeue
+# through submitit's SIGUSR2 or a plain requeue, and resume from checkpoints/last.ckpt).
+SLURM_LINES = re.compile(r"^SLURM auto-requeueing enabled")
 LINE_FILTERS = {
+    "pytorch_lightning.trainer.connectors.signal_connector": SLURM_LINES,
+    "lightning.pytorch.trainer.connectors.signal_connector": SLURM_LINES,
     "pytorch_lightning.utilities.rank_zero": LIGHTNING_LINES,
     "lightning.pytorch.utilities.rank_zero": LIGHTNING_LINES,
     "transformers.models.llama.tokenization_llama_fast": TRANSFORMERS_LINES,

@@ -74,6 +74,14 @@ def sweep_group_resolver(name: str | None = None) -> str | None:
     return sweep_group(None, hc.sweep.dir)
 
 
+def run_id(stamp: str) -> str:
+    """`${run_id:${now:...}}`: the run dir's last part. Inside a SLURM job `slurm-<job id>`:
+    every task of a multi-task job (srun, DDP ranks) names the same dir, and a requeued job
+    runs again in it, so it continues from its checkpoint. Elsewhere the time stamp."""
+    job = os.environ.get("SLURM_JOB_ID")
+    return f"slurm-{job}" if job else stamp
+
+
 def register_resolvers() -> None:
     """Register every ssah resolver once per process."""
     for name, fn in (
@@ -82,6 +90,7 @@ def register_resolvers() -> None:
         ("sweep_group", sweep_group_resolver),
         ("standin", standin_model),
         ("standin_data", standin_data),
+        ("run_id", run_id),
         ("cwd", os.getcwd),  # usable before HydraConfig exists (multirun dirs)
     ):
         if not OmegaConf.has_resolver(name):

@@ -3,7 +3,9 @@ outputs dir, tiny random-init models, and a helper to run stages as real CLI sub
 
 from __future__ import annotations
 
+import functools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +71,33 @@ def run_stage(stage: str, *overrides: str, timeout: int = 300) -> subprocess.Com
 @pytest.fixture
 def stage_runner(outputs_dir: Path):
     return run_stage
+
+
+@functools.cache
+def slurm_unreachable() -> str | None:
+    """Why no SLURM cluster can take jobs from here (None: one can; `sinfo` sees an idle node)."""
+    if shutil.which("sinfo") is None:
+        return "no `sinfo` on PATH"
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "`sinfo` did not answer in 30 s"
+    states = r.stdout.split()
+    if r.returncode != 0 or not any(s.rstrip("*~#") in ("idle", "mix", "alloc") for s in states):
+        return f"`sinfo` shows no usable node ({(r.stderr or r.stdout).strip()[:80] or 'none'})"
+    return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `slurm` need a cluster (make test starts one, .ci/slurm-cluster): skipped
+    with a one-line reason without one, but failed when CI is set (CI never skips silently).
+    Checked before any fixture is built."""
+    if item.get_closest_marker("slurm") is None:
+        return
+    why = slurm_unreachable()
+    if why is None:
+        return
+    msg = f"no SLURM cluster: {why}; start one with `.ci/slurm-cluster up` (root)"
+    if os.environ.get("CI"):
+        pytest.fail(msg + " [CI is set: slurm tests must run]", pytrace=False)
+    pytest.skip(msg)

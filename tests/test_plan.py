@@ -247,14 +247,18 @@ class _FakeJob:
             raise self._error
         return self._result
 
+    def results(self):
+        return [self.result()]
+
 
 class _FakeExecutor:
     """submitit.AutoExecutor's surface, recording the parameters it was given."""
 
     params: dict = {}
 
-    def __init__(self, folder: str, cluster=None) -> None:
+    def __init__(self, folder: str, cluster=None, **kw) -> None:
         self.n = 0
+        _FakeExecutor.params.update(kw)
 
     def update_parameters(self, **kw) -> None:
         _FakeExecutor.params.update(kw)
@@ -282,7 +286,7 @@ def test_slurm_executor_submits_a_row_once_its_needs_finished(tmp_path: Path, mo
         run_on_slurm(
             jobs,
             tmp_path,
-            {"partition": "gpu", "timeout_min": 5},
+            {"partition": "gpu", "timeout_min": 5, "max_num_timeout": 2},
             {},
             lambda n, r: seen.append(n),
             say=lambda m: None,
@@ -295,6 +299,7 @@ def test_slurm_executor_submits_a_row_once_its_needs_finished(tmp_path: Path, mo
     assert (
         _FakeExecutor.params["slurm_partition"] == "gpu"
         and _FakeExecutor.params["timeout_min"] == 5
+        and _FakeExecutor.params["slurm_max_num_timeout"] == 2  # a constructor argument
     )
     assert executor_params({"partition": "gpu", "qos": None, "gpus_per_node": 4}) == {
         "slurm_partition": "gpu",
@@ -328,3 +333,66 @@ def test_unknown_world_and_bad_row_override_end_in_one_line(
         err = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
         assert any(needle in ln for ln in err), r.stderr
+
+
+def test_checkpoint_every_reaches_train_rows_only_and_keeps_their_keys(tmp_path: Path) -> None:
+    """On SLURM (+launcher=slurm) train rows checkpoint so a requeued row resumes; the interval
+    does not change a row's numbers, so it does not change its key (finished rows stay done)."""
+    from ssah.plan.runner import make_plan
+
+    rows = "rows=[ft_benign_none,prune_scu]"
+    plain = make_plan(_toy_plan(tmp_path, rows), "g", None)
+    slurm = make_plan(_toy_plan(tmp_path, rows, "checkpoint_every=7"), "g", None)
+    assert [r.key for r in plain.rows] == [r.key for r in slurm.rows]
+    for r in slurm.rows:
+        wanted = r.row.stage == "train"
+        assert ("checkpoint.every_n_steps=7" in r.args) == wanted, (r.row.name, r.args)
+    assert compose("plan", ["+launcher=slurm"]).checkpoint_every == 200
+
+
+class _StoppedJob(_FakeJob):
+    """A running job during which the user presses Ctrl-C; records its cancellation."""
+
+    cancelled: list[int] = []
+
+    def done(self) -> bool:
+        raise KeyboardInterrupt
+
+    def cancel(self, check: bool = True) -> None:
+        _StoppedJob.cancelled.append(self.job_id)
+
+
+def test_stopping_the_slurm_plan_cancels_its_jobs_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    import submitit
+
+    from ssah.plan.slurm import run_on_slurm
+
+    monkeypatch.setattr(submitit, "AutoExecutor", _FakeExecutor)
+    monkeypatch.setattr(_FakeExecutor, "submit", lambda self, fn, *a: _StoppedJob(7, _ok, (1,)))
+    said: list[str] = []
+    with pytest.raises(SystemExit) as stop:
+        run_on_slurm([Job("a", _ok, (1,))], tmp_path, {}, {}, lambda n, r: None, said.append)
+    assert stop.value.code == 130 and _StoppedJob.cancelled == [7]
+    assert said[-2:] == [
+        "[slurm] cancelled a (job 7)",
+        "[slurm] SIGINT: plan stopped; run it again to continue",
+    ]
+
+
+def test_a_failed_slurm_row_is_named_by_its_own_error_line() -> None:
+    """The line a failed row gets: the stage's `error:` line, else its traceback's last line
+    (as submitit frames it), else the SLURM state of a job that ended without a result."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
+    from ssah.plan.slurm import TRACE_FRAME, why_failed
+
+    class Cancelled:
+        state = "CANCELLED by 0"
+
+    trace = "Traceback (most recent call last):\n  File x\nValueError: bad units file\n"
+    failed = FailedJobError(f"Job failed:\n{TRACE_FRAME}\n{trace}{TRACE_FRAME}\n  - a.err\n")
+    log = "[ssah] ...\nerror: units=/x: no such file; run the score row first\n"
+    assert why_failed(None, failed, log) == "units=/x: no such file; run the score row first"
+    assert why_failed(None, failed, "") == "ValueError: bad units file"
+    lost = UncompletedJobError("no result")
+    assert why_failed(Cancelled(), lost, "").startswith("CANCELLED without a result")

@@ -74,10 +74,12 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     workers = worker_count(cfg.workers, int(cfg.threads))
     times: dict[str, float] = {}
     report = out / "report.md"
-    if cfg.executor == "local":
-        say(
-            f"[plan] {runner.status_line(p)}, on {workers} worker(s) x {cfg.threads} thread(s); report: {report}"
-        )
+    where = (
+        f"on {workers} worker(s) x {cfg.threads} thread(s)"
+        if cfg.executor == "local"
+        else "as SLURM jobs (submitted once their needs finish)"
+    )
+    say(f"[plan] {runner.status_line(p)}, {where}; report: {report}")
     runner.dump_jobs(p, out / "jobs.json")
     runner.write_report(p, cfg, out, times)
     p.module.prepare(p.world, workers)
@@ -101,6 +103,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
             on_done,
             say,
             cluster=cfg.get("slurm_cluster"),
+            poll_s=float(cfg.get("slurm_poll_s", 5)),
         )
     else:
         run_jobs(

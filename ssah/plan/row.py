@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ssah.cli import door
+from ssah.cli import door, is_rank_zero
 from ssah.config import compose
 from ssah.io import atomic_write_text
 from ssah.plan.rejudge import rejudge_dir
@@ -26,7 +26,8 @@ def run_row(stage: str, args: list[str], out: str, meta: dict[str, Any]) -> Any:
     module = importlib.import_module(f"ssah.{stage}")
     t0 = time.perf_counter()
     result = door(stage, cfg, out_dir, lambda c: module.run(c, out_dir))
-    if meta.get("rejudge") and isinstance(result, dict):
-        result = {**result, **rejudge_dir(out_dir, meta["rejudge"], cfg)}
-    write_meta(out_dir, meta, time.perf_counter() - t0)
+    if is_rank_zero():  # once, by rank 0 of a DDP row
+        if meta.get("rejudge") and isinstance(result, dict):
+            result = {**result, **rejudge_dir(out_dir, meta["rejudge"], cfg)}
+        write_meta(out_dir, meta, time.perf_counter() - t0)
     return result

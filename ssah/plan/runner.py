@@ -38,7 +38,7 @@ from ssah.results import Result, load
 from ssah.schema import validate
 from ssah.worlds.ensure import world_module
 
-UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads")
+UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads", "checkpoint.")
 
 
 @dataclass
@@ -89,6 +89,12 @@ def _logger(cfg: DictConfig, wplan: WorldPlan, stage: str, group: str) -> list[s
     return [f"logger={name}", f"++sweep_name={group}"]
 
 
+def _checkpoint(cfg: DictConfig, stage: str) -> list[str]:
+    """Train rows keep a checkpoint when `checkpoint_every` > 0, so a requeued job resumes."""
+    every = int(cfg.get("checkpoint_every") or 0)
+    return [f"checkpoint.every_n_steps={every}"] if stage == "train" and every > 0 else []
+
+
 def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
     """Rows of every instance, composed, validated and keyed; jobs for what is not done."""
     world = plain(cfg.world)
@@ -117,6 +123,7 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
         dirs: dict[str, str] = {}
         for row in expand(plan, wplan, _ordered(plan, mine), seed, vals):
             args = [*with_dirs(row, dirs), *threads, *_logger(cfg, wplan, row.stage, group)]
+            args += _checkpoint(cfg, row.stage)
             try:
                 stage_cfg = compose(row.stage, args)
                 validate(stage_cfg)
@@ -169,8 +176,12 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
     for seed in seeds:
         for wj in p.module.jobs(p.world, seed):
             (early if wj.early else late).setdefault(seed, []).append(wj.name)
-            if wj.name not in names:
-                names.add(wj.name)
+            if wj.name in names:
+                continue
+            names.add(wj.name)
+            if wj.built is not None:
+                p.done[wj.name] = wj.built  # built before: nothing to run
+            else:
                 p.jobs.append(Job(wj.name, wj.fn, wj.args, (), logs / f"{wj.name}.log"))
     order = {n: i for i, n in enumerate(p.plan.start_order)}
     rows = sorted(p.rows, key=lambda r: order.get(r.row.name, len(order)))

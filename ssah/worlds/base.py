@@ -25,9 +25,12 @@ INTERFACE = ("needed", "ensure", "prepare", "jobs", "values", "describe")
 @dataclass(frozen=True)
 class WorldJob:
     """A world build run as a plan job. `early`: rows marked base_only wait for it too (it
-    builds what every row reads); otherwise only rows that read the late artifacts wait."""
+    builds what every row reads); otherwise only rows that read the late artifacts wait.
+    `built`: its result when the world is already there (no job is run; on SLURM a no-op job
+    would still wait in the queue), else None."""
 
     name: str
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     early: bool = True
+    built: dict[str, Any] | None = None

@@ -39,8 +39,13 @@ def build_instance(recipe: str, seed: int) -> dict[str, Any]:
 
 
 def jobs(world: dict[str, Any], seed: int) -> list[WorldJob]:
+    from ssah.config import compose
+    from ssah.worlds.toy.cache import locate
+
     recipe = str(world["plan"]["vars"].get("toy", "default"))
-    return [WorldJob(f"toy_world_{seed}", build_instance, (recipe, seed), early=True)]
+    found = locate(compose("toy", [f"toy={recipe}", f"toy.seed={seed}"]).toy)
+    built = {"dir": str(found.root)} if found.built else None
+    return [WorldJob(f"toy_world_{seed}", build_instance, (recipe, seed), True, built)]
 
 
 def values(world: dict[str, Any], seed: int, plan: DictConfig) -> dict[str, Any]:

@@ -11,7 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ssah.plan.reports import EXPERIMENTS, plan_settings, render_results, render_study, studies
+from ssah.plan.reports import (
+    EXPERIMENTS,
+    judge_audits,
+    plan_settings,
+    render_results,
+    render_study,
+    studies,
+)
 from ssah.plan.store import export
 from ssah.results import RECORDS, scan
 
@@ -29,6 +36,9 @@ def test_every_committed_report_re_renders_byte_for_byte(tmp_path: Path) -> None
         committed = study / "report.md"
         if not committed.is_file() or committed.read_bytes() != out.read_bytes():
             stale.append(f"{committed.relative_to(ROOT)} (make reports re-renders it)")
+    audits = judge_audits(ROOT / EXPERIMENTS)
+    assert any(p.parent.name == "judges" for p, _ in audits)
+    stale += [str(p) for p, text in audits if not p.is_file() or p.read_text() != text]
     assert not stale
 
 

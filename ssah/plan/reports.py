@@ -166,6 +166,16 @@ def numbers(results: Iterable[Result]) -> dict[str, float]:
     return out
 
 
+def judge_audits(root: Path = EXPERIMENTS) -> list[tuple[Path, str]]:
+    """(report.md, its text) of every judges audit, experiments/<study>/results/verdicts.jsonl
+    (ssah.reporting.judges), rendered from its committed verdicts alone."""
+    from ssah.reporting.judges import render as render_audit
+    from ssah.results import read_jsonl
+
+    return [(v.parent.parent / "report.md", render_audit(read_jsonl(v)))
+            for v in sorted(root.glob("*/results/verdicts.jsonl"))]  # fmt: skip
+
+
 def studies(root: Path = EXPERIMENTS) -> list[tuple[Path, str, str]]:
     """(study dir, world, plan) of every experiments/<study>/results/<world>/ holding plan rows."""
     out = []
@@ -191,15 +201,17 @@ def main(argv: Sequence[str] = ()) -> int:
     """`python -m ssah.plan.reports [--check]`: write (or compare) every study's report.md."""
     check = "--check" in argv
     stale = []
-    for study, world, plan in studies():
-        text = render_study(study, world, plan)
-        out = study / "report.md"
+    rendered = [
+        (study / "report.md", render_study(study, world, plan)) for study, world, plan in studies()
+    ]
+    rendered += judge_audits()
+    for out, text in rendered:
         if check:
             if not out.is_file() or out.read_text() != text:
                 stale.append(str(out))
             continue
         out.write_text(text)
-        print(f"[reports] {out} ({world}, plan {plan})")
+        print(f"[reports] {out}")
     if stale:
         print(f"error: {', '.join(stale)} differ from their results; run make reports.")
         return 1

@@ -55,3 +55,26 @@ def test_a_bad_override_is_refused_before_any_row_runs(outputs_dir: Path) -> Non
         make_plan(
             compose("plan", ["world=smollm2", "ft_steps=abc", "tables.freezing=true"]), "g", None
         )
+
+
+def test_the_plans_world_recipe_reaches_every_row() -> None:
+    """world.align.overrides on the plan's command line must change the model the rows read
+    (it once changed only the world's build job: rows fine-tuned the default aligned model)."""
+    from omegaconf import OmegaConf
+
+    from ssah.config import compose
+    from ssah.worlds.smollm2.paths import locate
+    from ssah.worlds.smollm2.plan import recipe_overrides
+
+    w = OmegaConf.to_container(OmegaConf.load("conf/world/smollm2.yaml"), resolve=False)
+    default = compose("train", ["+world=smollm2", *recipe_overrides(w)])
+    w["align"]["overrides"] = [*w["align"]["overrides"], "trainer=cpu_bf16", '+task.x="a b"']
+    w["data"]["lookalike_fractions"] = [0.4, 0.2]
+    fast = compose("train", ["+world=smollm2", *recipe_overrides(w)])
+    assert OmegaConf.to_container(fast.world.align) == w["align"]
+    assert list(fast.world.data.lookalike_fractions) == [0.4, 0.2]
+    a = OmegaConf.to_container(default.world, resolve=True)
+    b = OmegaConf.to_container(fast.world, resolve=True)
+    assert locate(a).dir("aligned") != locate(b).dir("aligned")
+    assert locate(a).dir("base") == locate(b).dir("base")
+    assert "@{world_recipe}" in OmegaConf.load("conf/world/smollm2.yaml").plan.vars.world_overrides

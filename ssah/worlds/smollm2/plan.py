@@ -44,9 +44,30 @@ def jobs(world: dict[str, Any], seed: int) -> list[WorldJob]:
     return [WorldJob("world_aligned", align, (plain(world),), early=False)]
 
 
+def _value(v: Any) -> str:
+    """A Hydra override value: numbers and booleans bare, strings quoted, lists of them."""
+    if isinstance(v, list):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int | float):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def recipe_overrides(w: dict[str, Any]) -> list[str]:
+    """The world's recipe (data and alignment) as overrides of every row, so a row's
+    `${smollm2:...}` paths name the world the plan was given (world.align.overrides=... on the
+    plan's command line reaches the rows, not only the world's build job)."""
+    return [
+        f"world.{part}.{k}={_value(v)}" for part in ("data", "align") for k, v in w[part].items()
+    ]
+
+
 def values(world: dict[str, Any], seed: int, plan: DictConfig) -> dict[str, Any]:
     w = plain(world)
     return {
+        "world_recipe": recipe_overrides(w),
         "world_align_seed": w["align"]["seed"],
         "world_align_overrides": list(w["align"]["overrides"]),
         "world_data": str(locate(w).path("data")),

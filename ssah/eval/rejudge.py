@@ -10,6 +10,7 @@ from typing import Any
 from ssah.eval.intervals import add_intervals
 from ssah.eval.judges import build_judges
 from ssah.eval.judging import judge_specs
+from ssah.eval.verdicts import asr_averages, asr_rates
 
 
 def judgeable(records: Sequence[Mapping[str, Any]]) -> bool:
@@ -30,18 +31,16 @@ def rejudge(
     for r in records:
         if r.get("kind") == "attack":
             by_suite.setdefault(str(r["suite"]), []).append(r)
-    metrics: dict[str, Any] = {}
+    flags: dict[str, dict[str, list[bool]]] = {}
     for suite, recs in by_suite.items():
         asked = [str(r.get("behavior") or r["prompt"]) for r in recs]
         answers = [str(r["response"]) for r in recs]
         prefills = [str(r.get("prefill") or "") for r in recs]
         for name, j in judges.items():
-            flags = j.judge_prefilled(asked, answers, prefills).flags
-            for r, f in zip(recs, flags, strict=True):
-                r[f"judge/{name}"] = bool(f)
-            metrics[f"safety/asr/{suite}/{name}"] = sum(map(bool, flags)) / len(flags)
-    for name in judges:
-        keys = [f"safety/asr/{s}/{name}" for s in avg_over if f"safety/asr/{s}/{name}" in metrics]
-        if keys:
-            metrics[f"safety/asr/avg/{name}"] = sum(metrics[k] for k in keys) / len(keys)
+            fs = [bool(f) for f in j.judge_prefilled(asked, answers, prefills).flags]
+            for r, f in zip(recs, fs, strict=True):
+                r[f"judge/{name}"] = f
+            flags.setdefault(suite, {})[name] = fs
+    metrics: dict[str, Any] = asr_rates(flags)
+    metrics.update(asr_averages(metrics, list(judges), avg_over))
     return add_intervals(metrics, records, avg_over)

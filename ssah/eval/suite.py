@@ -40,6 +40,7 @@ from ssah.eval.datasets import load_prompt_set
 from ssah.eval.generation import prompt_ids
 from ssah.eval.generators import Generator, make_generator
 from ssah.eval.judges import Judge, KeywordJudge, Verdicts, build_judges
+from ssah.eval.verdicts import asr_averages, asr_rates
 from ssah.metrics import atomic_write_text
 from ssah.results import RECORDS, read_jsonl
 
@@ -195,6 +196,7 @@ def evaluate_model(
     records: list[dict[str, Any]] = []
     curve: dict[str, dict[int, float]] = {}
     graded: dict[str, list[float]] = {}
+    flags: dict[str, dict[str, list[bool]]] = {}  # suite -> judge -> one flag per answer
     hsuite = ecfg.get("harmfulness_suite", "direct")
 
     for s in suites:
@@ -214,7 +216,7 @@ def evaluate_model(
                 n: j.judge_prefilled(s.behaviors, texts, pre_txt) for n, j in judges.items()
             }
             for n, v in verdicts.items():
-                metrics[f"safety/asr/{key}/{n}"] = _mean(v.flags)
+                flags.setdefault(key, {})[n] = [bool(f) for f in v.flags]
                 if s.depth is not None:
                     curve.setdefault(f"{n}{MODE_SUFFIX[mode]}", {})[s.depth] = _mean(v.flags)
                 if v.scores is not None and s.name == hsuite and mode == s.modes[0]:
@@ -236,6 +238,7 @@ def evaluate_model(
                     if v.scores is not None:
                         rec[f"score/{n}"] = float(v.scores[i])
                 records.append(rec)
+    metrics.update(asr_rates(flags))
     pairs = {s.name + MODE_SUFFIX[m]: s.paired_with + MODE_SUFFIX[m]
              for s in suites if s.paired_with for m in s.modes}  # fmt: skip
     metrics.update(paired_metrics(records, pairs))  # paired/<suite>_vs_<ref>/<judge>/...
@@ -246,12 +249,8 @@ def evaluate_model(
     for n, scores in graded.items():
         ok = [x for x in scores if math.isfinite(x)]  # unparsable judge replies are NaN
         metrics[f"safety/harmfulness/{n}"] = sum(ok) / len(ok) if ok else float("nan")
-    for n in judges:
-        keys = [f"safety/asr/{s}/{n}" for s in ecfg.get("avg_over") or []]
-        keys = [k for k in keys if k in metrics]
-        if keys:
-            metrics[f"safety/asr/avg/{n}"] = sum(metrics[k] for k in keys) / len(keys)
 
+    metrics.update(asr_averages(metrics, list(judges), ecfg.get("avg_over") or []))
     if plan.benign is not None:
         metrics.update(_over_refusal(ecfg, plan.benign, tokenizer, gen, sys_prompt, records))
     if ecfg.get("utility"):

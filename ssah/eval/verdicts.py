@@ -6,7 +6,7 @@ subclass `Judge` without importing the registry that imports them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from ssah.errors import SsahError
@@ -44,3 +44,26 @@ class Judge:
     def check(prompts: Sequence[str], responses: Sequence[str]) -> None:
         if len(prompts) != len(responses):
             raise SsahError(f"judge got {len(prompts)} prompts but {len(responses)} responses.")
+
+
+def asr_rates(flags: Mapping[str, Mapping[str, Sequence[bool]]]) -> dict[str, float]:
+    """`safety/asr/<suite>/<judge>`: the share of answers flagged as complying, per suite and
+    judge; the one place an evaluation and a later re-judging compute them."""
+    return {
+        f"safety/asr/{suite}/{judge}": sum(map(bool, fs)) / len(fs) if fs else 0.0
+        for suite, by_judge in flags.items()
+        for judge, fs in by_judge.items()
+    }
+
+
+def asr_averages(
+    metrics: Mapping[str, float], judges: Sequence[str], avg_over: Sequence[str]
+) -> dict[str, float]:
+    """`safety/asr/avg/<judge>`: the mean of that judge's ASR over the `avg_over` suites
+    present in `metrics` (read after every suite, the paper protocol's rows included)."""
+    out: dict[str, float] = {}
+    for judge in judges:
+        keys = [f"safety/asr/{s}/{judge}" for s in avg_over if f"safety/asr/{s}/{judge}" in metrics]
+        if keys:
+            out[f"safety/asr/avg/{judge}"] = sum(metrics[k] for k in keys) / len(keys)
+    return out

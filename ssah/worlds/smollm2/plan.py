@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from ssah.worlds.base import WorldJob
 from ssah.worlds.smollm2.paths import config_of, locate, plain
+from ssah.worlds.smollm2.validation import SOURCES
 
 
 def needed(cfg: DictConfig) -> list[str]:
@@ -84,12 +85,14 @@ def describe(world: dict[str, Any]) -> str:
         return "- (not aligned yet)\n"
     done = json.loads(done_file.read_text())
     val = done.get("val", {})
+    per = ", ".join(f"{s} {rate(val, f'safety/asr/val_{s}/compliance')}" for s in SOURCES)
     return (
         f"Aligned model: `{w.dir('aligned')}/model`. Alignment (full SFT with `ssah.train`, "
         f"{done.get('train_s', 0):.0f} s): `python -m ssah.train "
-        f"{' '.join(done.get('overrides', []))}`.\n\nValidation split (held-out AdvBench, "
-        f"validation benign prompts) of the aligned model: ASR "
-        f"{rate(val, 'safety/asr/direct/keyword')}, over-refusal "
+        f"{' '.join(done.get('overrides', []))}`.\n\nValidation split (eval=smollm2_val: "
+        f"harmful prompts of five sources, validation benign prompts) of the aligned model: "
+        f"ASR (compliance judge, mean over sources) {rate(val, 'safety/asr/avg/compliance')} "
+        f"({per}), over-refusal "
         f"{rate(val, 'safety/over_refusal')}. Sources and licences: "
         f"`{w.path('data') / 'manifest.json'}`.\n"
     )

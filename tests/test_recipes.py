@@ -11,7 +11,7 @@ import pytest
 from ssah.errors import SsahError
 from ssah.worlds.smollm2 import recipes as R
 
-RULE = R.Rule("safety/asr/direct/compliance", "safety/over_refusal", 0.2, 0.2)
+RULE = R.Rule("safety/asr/avg/compliance", "safety/over_refusal", 0.2, 0.2)
 
 
 def rec(name: str, seed: int, asr: float, over: float) -> dict:

@@ -167,8 +167,11 @@ def choose(
 
 def render(study: Study, records: Sequence[Mapping[str, Any]]) -> str:
     """The recipes table (every validation rate with its interval and n) and the choice."""
-    asr_keys = sorted({k for r in records for k in r["val"]
-                       if re.fullmatch(r"safety/asr/[^/]+/[^/]+", k) and not k.startswith("safety/asr/avg/")})  # fmt: skip
+    judge = study.rule.asr.rsplit("/", 1)[-1]  # the rule's judge: one column per suite
+    asr_keys = sorted(
+        {k for r in records for k in r["val"] if re.fullmatch(rf"safety/asr/[^/]+/{judge}", k)},
+        key=lambda k: (k != study.rule.asr, k),
+    )
     cols = [*asr_keys, study.rule.over_refusal, "utility/accuracy"]
     head = [
         "recipe",

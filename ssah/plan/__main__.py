@@ -62,17 +62,45 @@ def report_only(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
-    """Plan, run what is not done, render the report (after every row, and at the end)."""
+    """Plan, run what is not done, render the report (after every row, and at the end). Rows
+    behind a selection (ssah.plan.select) run in a later round, once its candidates finished
+    and the choice is made; a round that frees no such row is the last."""
     if cfg.report_only:
         metrics = report_only(cfg, out)
         write_metrics(out, metrics)
         return metrics
     t0 = time.perf_counter()
     launcher = _launcher()  # read before rows are composed (composing resets Hydra's state)
+    times: dict[str, float] = {}
+    waiting: list[str] | None = None
+    while True:
+        p = _round(cfg, out, launcher, times)
+        if not p.deferred or p.deferred == waiting:
+            break
+        waiting = p.deferred
+    for line in p.unmet.values():
+        say(f"[plan] {line}")
+    if p.deferred:
+        say(f"[plan] not run, behind a selection without a choice: {', '.join(p.deferred)}")
+    report, claims = runner.write_report(p, cfg, out, times)
+    metrics = runner.summary(p, claims)
+    metrics["time/plan_s"] = time.perf_counter() - t0
+    write_metrics(out, metrics)
+    if cfg.get("export"):
+        n = export(
+            [r.result for r in p.rows if r.result is not None],
+            Path(str(cfg.export)),
+        )
+        say(f"[plan] exported {n} row results to {cfg.export}")
+    say(f"[plan] done in {metrics['time/plan_s'] / 60:.1f} min; report: {report}")
+    return metrics
+
+
+def _round(cfg: DictConfig, out: Path, launcher: Any, times: dict[str, float]) -> runner.Planned:
+    """One round: plan every row that can be planned now, run what is not done."""
     with hydra_state_kept():
         p = runner.make_plan(cfg, f"plan-{out.name}", _choice("model"))
     workers = worker_count(cfg.workers, int(cfg.threads))
-    times: dict[str, float] = {}
     report = out / "report.md"
     where = (
         f"on {workers} worker(s) x {cfg.threads} thread(s)"
@@ -109,18 +137,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         run_jobs(
             p.jobs, workers, int(cfg.threads), p.done, on_done, say, fresh=p.wplan.fresh_process
         )
-    report, claims = runner.write_report(p, cfg, out, times)
-    metrics = runner.summary(p, claims)
-    metrics["time/plan_s"] = time.perf_counter() - t0
-    write_metrics(out, metrics)
-    if cfg.get("export"):
-        n = export(
-            [r.result for r in p.rows if r.result is not None],
-            Path(str(cfg.export)),
-        )
-        say(f"[plan] exported {n} row results to {cfg.export}")
-    say(f"[plan] done in {metrics['time/plan_s'] / 60:.1f} min; report: {report}")
-    return metrics
+    return p
 
 
 @stage("plan")

@@ -110,7 +110,7 @@ def report_from(
     commands: dict[str, str] = {}
     for name in plan.rows:
         for (row, _), r in sorted(picked.items()):
-            if row == name and name not in commands:
+            if row == name and name not in commands and r.meta.get("stage") != "select":
                 args = [portable(str(a), by_name, at) for a in r.meta.get("overrides") or ()]
                 args = [a.replace(RESULTS_ROOT, os.path.relpath(root, at)) for a in args]
                 commands[name] = f"python -m ssah.{r.meta.get('stage', '?')} " + " ".join(args)

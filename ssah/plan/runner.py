@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssah.config import compose
 from ssah.errors import SsahError
+from ssah.plan import select as selection
 from ssah.plan.rejudge import rejudge_result
 from ssah.plan.reports import intro, numbers, runs_of, spell_claim
 from ssah.plan.row import run_row
-from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, with_dirs
+from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, spell, with_dirs
 from ssah.plan.store import content_key
 from ssah.procs import Job
 from ssah.reporting.judges import measured_from
@@ -65,6 +66,8 @@ class Planned:
     rows: list[RowJob] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
     done: dict[str, Any] = field(default_factory=dict)
+    deferred: list[str] = field(default_factory=list)  # behind a selection not made yet
+    unmet: dict[str, str] = field(default_factory=dict)  # selection -> why it chose nothing
 
 
 def plain(node: Any) -> Any:
@@ -121,7 +124,29 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
         mine = [n for n in names if full or plan.rows[n].claim]
         vals = {**values, **module.values(world, seed, info)}
         dirs: dict[str, str] = {}
+        mine_rows: dict[str, RowJob] = {}
+        choices: dict[str, list[str]] = {}
         for row in expand(plan, wplan, _ordered(plan, mine), seed, vals):
+            if any(f"{inst}/{n}" in (*p.deferred, *p.unmet) for n in row.needs):
+                p.deferred.append(f"{inst}/{row.name}")
+                continue
+            if row.stage == selection.STAGE:
+                rj = _selection(p, row, inst, results, mine_rows, {**wplan.vars, **vals})
+                if rj is None:
+                    p.deferred.append(f"{inst}/{row.name}")
+                    continue
+                assert rj.result is not None
+                dirs[row.name] = str(rj.dir)
+                mine_rows[row.name] = rj
+                p.rows.append(rj)
+                try:
+                    choices[row.name] = selection.chosen_overrides(
+                        row.name, rj.result.meta["choice"]
+                    )
+                except SsahError as e:  # the rows behind it cannot run; the others still do
+                    p.unmet[f"{inst}/{row.name}"] = str(e)
+                continue
+            row = replace(row, overrides=tuple(selection.splice(row.overrides, choices)))
             args = [*with_dirs(row, dirs), *threads, *_logger(cfg, wplan, row.stage, group)]
             args += _checkpoint(cfg, row.stage)
             try:
@@ -135,11 +160,41 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
                 ) from None
             out = results / f"{row.name}-{key}"
             dirs[row.name] = str(out)
-            p.rows.append(RowJob(row, inst, args, out, key, load(out)))
+            mine_rows[row.name] = RowJob(row, inst, args, out, key, load(out))
+            p.rows.append(mine_rows[row.name])
     roots = {str(Path(str(cfg.results)).resolve()): "<results>", str(cfg.results): "<results>"}
     roots[str(Path(str(cfg.paths.outputs)).resolve())] = "<outputs>"
     _jobs(p, seeds, results / "logs", roots)
     return p
+
+
+def _selection(
+    p: Planned,
+    row: PlannedRow,
+    inst: str,
+    results: Path,
+    jobs: Mapping[str, RowJob],
+    values: Mapping[str, Any],
+) -> RowJob | None:
+    """A selection row of one instance: its choice made (and kept as a result) once every
+    row it reads has finished; None while one has not (the rows behind it wait a round)."""
+    spec = p.plan.rows[row.name].select
+    rule = selection.parse(row.name, spec, list(p.plan.rows))
+    rule = selection.spelled(rule, lambda s: spell([s], values, set(), f"plan row {row.name!r}")[0])
+    if any(jobs.get(n) is None or jobs[n].result is None for n in selection.needs_of(rule)):
+        return None
+    done = {
+        n: selection.Candidate(jobs[n].key, jobs[n].result.metrics, tuple(jobs[n].args))  # type: ignore[union-attr]
+        for n in selection.needs_of(rule)
+    }
+    key = selection.key_of(rule, done)
+    out = results / f"{row.name}-{key}"
+    if load(out) is None:
+        meta = {"plan": p.plan.name, "row": row.name, "seed": row.seed, "instance": inst,
+                "stage": selection.STAGE, "world": p.world.get("name"), "key": key,
+                "overrides": []}  # fmt: skip
+        selection.write(out, selection.decide(row.name, rule, done), meta)
+    return RowJob(row, inst, [], out, key, load(out))
 
 
 def _ordered(plan: Plan, names: list[str]) -> list[str]:
@@ -215,6 +270,8 @@ def report_of(p: Planned, cfg: DictConfig, world_text: str, times: Mapping[str, 
     """The report of a run in progress: the rows finished so far, every row's command."""
     commands: dict[str, str] = {}
     for r in p.rows:  # the first instance's command of each row
+        if r.row.stage == selection.STAGE:
+            continue  # a rule, not a command: its table shows it
         args = " ".join(a for a in r.args if not a.startswith(UNKEYED_OVERRIDES))
         commands.setdefault(r.row.name, f"python -m ssah.{r.row.stage} {args}")
     inst = sorted({r.instance for r in p.rows})
@@ -256,7 +313,8 @@ def summary(p: Planned, claims: Mapping[str, float]) -> dict[str, Any]:
 
 def status_line(p: Planned) -> str:
     todo = [j for j in p.jobs if j.fn is run_row]
-    return f"{len(p.rows)} rows, {len(p.rows) - len(todo)} done already, {len(todo)} to run"
+    later = f", {len(p.deferred)} behind a selection not made yet" if p.deferred else ""
+    return f"{len(p.rows)} rows, {len(p.rows) - len(todo)} done already, {len(todo)} to run{later}"
 
 
 def dump_jobs(p: Planned, path: Path) -> None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ssah.errors import SsahError
+from ssah.plan import select as selection
 
 STAGES = ("evaluate", "score", "prune", "train", "probe", "transfer")
 REF = re.compile(r"@\{([A-Za-z0-9_]+)\}")
@@ -30,17 +31,24 @@ class RowSpec:
     table: str = ""
     claim: bool = False
     base_only: bool = False
+    select: Mapping[str, Any] | None = None  # stage `select`: its rule (ssah.plan.select)
 
     @classmethod
     def from_cfg(cls, name: str, c: Mapping[str, Any]) -> RowSpec:
-        unknown = set(c) - {"stage", "overrides", "needs", "table", "claim", "base_only"}
+        unknown = set(c) - {"stage", "overrides", "needs", "table", "claim", "base_only", "select"}
         if unknown:
             raise SsahError(
                 f"plan row {name!r}: unknown field(s) {sorted(unknown)}; fix conf/plan."
             )
         stage = str(c.get("stage", ""))
-        if stage not in STAGES:
-            raise SsahError(f"plan row {name!r}: stage {stage!r} is not one of {list(STAGES)}.")
+        if stage not in (*STAGES, selection.STAGE):
+            raise SsahError(
+                f"plan row {name!r}: stage {stage!r} is not one of {[*STAGES, selection.STAGE]}."
+            )
+        if (stage == selection.STAGE) != (c.get("select") is not None):
+            raise SsahError(
+                f"plan row {name!r}: a `select:` block goes with stage: select, and only there."
+            )
         return cls(
             name=name,
             stage=stage,
@@ -49,7 +57,22 @@ class RowSpec:
             table=str(c.get("table", "")),
             claim=bool(c.get("claim", False)),
             base_only=bool(c.get("base_only", False)),
+            select=dict(c["select"]) if c.get("select") is not None else None,
         )
+
+
+def with_selections(rows: dict[str, RowSpec]) -> dict[str, RowSpec]:
+    """Selection rows need their candidates and reference; a row naming `@{selection}`
+    needs that selection (so a plan need not spell out what its rule already says)."""
+    rules = {
+        n: selection.parse(n, r.select, list(rows)) for n, r in rows.items() if r.select is not None
+    }
+    used = selection.users({n: r.overrides for n, r in rows.items()}, set(rules))
+    out = {}
+    for n, r in rows.items():
+        extra = selection.needs_of(rules[n]) if n in rules else tuple(sorted(used.get(n, ())))
+        out[n] = replace(r, needs=tuple(dict.fromkeys((*r.needs, *extra))))
+    return out
 
 
 @dataclass(frozen=True)
@@ -116,6 +139,7 @@ class Plan:
     @classmethod
     def from_cfg(cls, c: Mapping[str, Any]) -> Plan:
         rows = {str(n): RowSpec.from_cfg(str(n), r) for n, r in dict(c["rows"]).items()}
+        rows = with_selections(rows)
         plan = cls(
             name=str(c.get("name", "plan")),
             rows=rows,

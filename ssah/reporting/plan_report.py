@@ -21,6 +21,7 @@ from ssah.eval.judge_error import Measured, correct_with
 from ssah.reporting.aggregate import Row, make_row
 from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
 from ssah.reporting.collect import Run
+from ssah.reporting.studies import rates, selection
 from ssah.reporting.tables import Column, md
 from ssah.results import per_prompt
 from ssah.stats import stratified_paired
@@ -206,6 +207,8 @@ KINDS: dict[str, Callable[[Mapping[str, Any], Report], str]] = {
     "probe": probe,
     "transfer": transfer,
     "world": world,
+    "selection": selection,
+    "rates": lambda spec, rep: rates(spec, rep, paired_cell),
 }
 
 

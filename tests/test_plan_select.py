@@ -1,0 +1,149 @@
+"""Selection rows (ssah/plan/select.py): the rule chooses on the candidates' results alone,
+its choice is a content-keyed result the report shows, later rows get the chosen overrides,
+bad rules end in one line; and a reduced defence plan on the tiny toy world, end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ssah.errors import SsahError
+from ssah.plan import select
+from ssah.plan.spec import Plan
+
+
+def _rule(**kw):
+    spec = {"candidates": ["v_*"], "reference": "v0", "minimize": "m",
+            "subject_to": [{"metric": "o", "max_above": 0.05}], **kw}  # fmt: skip
+    return select.parse("pick", spec, ["v0", "v_a", "v_b", "v_c", "t"])
+
+
+def _done(values: dict[str, tuple[float, float]]) -> dict[str, select.Candidate]:
+    return {
+        n: select.Candidate(f"k{n}", {"m": m, "m/n": 10, "o": o},
+                            ("toy=tiny", f"defence.steer.alpha={m}", "+defence.action=stop"))
+        for n, (m, o) in values.items()
+    }  # fmt: skip
+
+
+def test_the_rule_picks_the_lowest_among_candidates_within_the_bound() -> None:
+    rule = _rule()
+    assert rule.candidates == ("v_a", "v_b", "v_c") and select.needs_of(rule)[-1] == "v0"
+    done = _done({"v0": (0.9, 0.10), "v_a": (0.2, 0.30), "v_b": (0.5, 0.12), "v_c": (0.5, 0.0)})
+    c = select.decide("pick", rule, done)
+    assert c["chosen"] == "v_b"  # v_a is lower but breaks the bound; v_b ties v_c and comes first
+    assert [x["eligible"] for x in c["candidates"]] == [False, True, True]
+    assert c["overrides"] == ["defence.steer.alpha=0.5", "+defence.action=stop"]
+    assert select.splice(["a=1", "@{pick}", "@{other}"], {"pick": c["overrides"]}) == [
+        "a=1", "defence.steer.alpha=0.5", "+defence.action=stop", "@{other}"]  # fmt: skip
+    # the key follows the rule and the rows it read, nothing else
+    assert select.key_of(rule, done) == select.key_of(rule, dict(done))
+    other = {**done, "v_a": select.Candidate("changed", done["v_a"].metrics, ())}
+    assert select.key_of(rule, other) != select.key_of(rule, done)
+    nobody = _done({"v0": (0.9, 0.0), "v_a": (0.2, 0.3), "v_b": (0.5, 0.3), "v_c": (0.5, 0.3)})
+    none = select.decide("pick", rule, nobody)
+    assert none["chosen"] is None
+    with pytest.raises(SsahError, match="selection pick: no candidate meets"):
+        select.chosen_overrides("pick", none)
+    high = select.decide("pick", _rule(minimize=None, maximize="m", subject_to=[]), done)
+    assert high["chosen"] == "v_b"  # the highest; tie with v_c -> the first
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"candidates": ["zz*"], "minimize": "m"}, "match no row"),
+        ({"candidates": ["v_*"]}, "exactly one of select.minimize"),
+        ({"candidates": ["v_*"], "minimize": "m", "bogus": 1}, r"unknown select field\(s\) \['bogus'\]"),
+        ({"candidates": ["v_*"], "minimize": "m", "subject_to": [{"metric": "o", "max_above": 1}]},
+         "needs select.reference"),
+        ({"candidates": "v_a", "minimize": "m"}, "must be a list"),
+    ],
+)  # fmt: skip
+def test_a_bad_rule_is_one_line_naming_the_key(spec, message) -> None:
+    with pytest.raises(SsahError, match=message):
+        select.parse("pick", spec, ["v_a", "v_b"])
+
+
+def test_a_missing_metric_names_the_candidate_and_the_key() -> None:
+    done = _done({"v0": (0.1, 0.0), "v_a": (0.2, 0.0), "v_b": (0.3, 0.0), "v_c": (0.3, 0.0)})
+    with pytest.raises(SsahError, match="candidate 'v_a' has no metric 'nope'"):
+        select.decide("pick", _rule(minimize="nope"), done)
+
+
+def test_plan_rows_need_their_selection_and_its_candidates() -> None:
+    plan = Plan.from_cfg({"name": "p", "rows": {
+        "v0": {"stage": "evaluate"}, "v_a": {"stage": "evaluate"}, "v_b": {"stage": "evaluate"},
+        "pick": {"stage": "select", "select": {"candidates": ["v_*"], "minimize": "m"}},
+        "t": {"stage": "evaluate", "overrides": ["x=1", "@{pick}"]},
+    }})  # fmt: skip
+    assert plan.rows["pick"].needs == ("v_a", "v_b")
+    assert plan.rows["t"].needs == ("pick",)
+    with pytest.raises(SsahError, match="goes with stage: select"):
+        Plan.from_cfg({"rows": {"a": {"stage": "evaluate", "select": {"candidates": ["b"]}}}})
+
+
+def test_the_defence_plan_composes_on_both_worlds() -> None:
+    from ssah.plan.reports import plan_settings
+
+    for world in ("toy", "smollm2"):
+        plan, wplan, _ = plan_settings(world, "defence")
+        assert "val_none" not in plan.rows["choose_defence"].needs[:-1]  # the reference, last
+        assert {"choose_defence"} <= set(plan.rows["test_reevaluate"].needs)
+        assert {"defence_val", "defence_test", "aligned_path"} <= set(wplan.vars)
+
+
+VAL = ("['seed=@{seed}','eval.harmful.name=toy_harmful_calib','eval.harmful.source=\\${toy:data}/harmful_calib.jsonl',"
+       "'eval.harmful.limit=12','eval.benign.name=toy_edgy_train','eval.benign.source=\\${toy:data}/edgy_train.jsonl',"
+       "'eval.suites.direct=null','eval.suites.jailbreak=null','eval.suites.poem=null','eval.suites.purpose=null',"
+       "'eval.suites.prefill.depths=[4]','eval/utility=none','eval.validation.harmful.limit=8',"
+       "'eval.validation.benign.limit=8']")  # fmt: skip
+TEST = ("['seed=@{seed}','eval.suites.prefill.depths=[4]','eval.harmful.limit=6','eval.benign.limit=4',"
+        "'eval.suites.jailbreak.limit=2','eval.suites.poem.limit=2','eval.suites.purpose.limit=2',"
+        "'eval.utility.generation.data.limit=2','eval.utility.ppl.data.limit=2',"
+        "'eval.utility.mc.tasks.toy_answers.from_answers.data.limit=4',"
+        "'eval.validation.harmful.limit=8','eval.validation.benign.limit=8']")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_defence_plan_on_the_toy_world_chooses_on_validation_then_tests(
+    tiny_toy, tmp_path: Path
+) -> None:
+    """Validation rows, the choice (a result with every candidate's value), test rows with the
+    chosen overrides, the report's selection table; a re-run decides and runs nothing again."""
+    from ssah.config import compose
+    from ssah.plan.__main__ import run
+    from ssah.results import scan
+
+    def cfg(*extra: str):
+        return compose("plan", [
+            "plan=defence", "world=toy", "world.plan.vars.toy=tiny", "seeds=[0]", "stage_logger=csv",
+            "plan.rows.choose_defence.select.candidates=[val_mean_diff_steer_a1,val_probe_stop]",
+            "plan.rows.choose_defence.select.subject_to=[{metric:safety/over_refusal,max_above:1.0}]",
+            "rows=[test_none,test_reevaluate]", "overrides=['eval.generation.max_new_tokens=6']",
+            f"world.plan.vars.defence_val={VAL}", f"world.plan.vars.defence_test={TEST}",
+            f"results={tmp_path / 'results'}", *extra,
+        ])  # fmt: skip
+
+    run(cfg(), tmp_path / "run1")
+    done = {r.row: r for r in scan(tmp_path / "results")}
+    assert {"val_none", "val_mean_diff_steer_a1", "val_probe_stop", "choose_defence",
+            "test_none", "test_reevaluate"} <= set(done)  # fmt: skip
+    choice = done["choose_defence"].meta["choice"]
+    assert [c["row"] for c in choice["candidates"]] == ["val_mean_diff_steer_a1", "val_probe_stop"]
+    assert choice["chosen"] in ("val_mean_diff_steer_a1", "val_probe_stop")
+    values = {c["row"]: c["value"] for c in choice["candidates"]}
+    metric = "safety/asr/prefill_k4/keyword"
+    assert values == {n: done[n].metrics[metric] for n in values}  # from the validation rows
+    assert values[choice["chosen"]] == min(values.values())
+    test = json.loads((done["test_reevaluate"].dir / "meta.json").read_text())["overrides"]
+    assert all(o in test for o in choice["overrides"]) and "defence=reevaluate" in test
+    report = (tmp_path / "run1" / "report.md").read_text()
+    assert "Validation: what the selection rows chose" in report and "**chosen**" in report
+    assert "Test: the aligned model, defended and not" in report and "n=6" in report
+    stamps = {r.dir: (r.dir / "meta.json").stat().st_mtime_ns for r in scan(tmp_path / "results")}
+    run(cfg(), tmp_path / "run2")
+    again = {r.dir: (r.dir / "meta.json").stat().st_mtime_ns for r in scan(tmp_path / "results")}
+    assert again == stamps  # nothing decided or run twice

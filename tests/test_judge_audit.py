@@ -116,6 +116,12 @@ def test_rogan_gladen_against_direct_computation() -> None:
     perfect = rogan_gladen(0.3, 100, 1.0, 50, 1.0, 50)
     assert perfect.value == pytest.approx(0.3)
     assert math.isnan(rogan_gladen(0.3, 100, 0.5, 50, 0.5, 50).value)
+    assert not c.outside and not perfect.outside
+    # fewer flags than the judge's false positives alone: the whole interval is below 0, and
+    # the report must not print the clipped [0, 0] as if it were certain
+    under = rogan_gladen(0.23, 100, 0.974, 38, 0.507, 217)
+    assert under.outside and under.ci_low == under.ci_high == 0.0
+    assert not rogan_gladen(0.45, 100, 0.974, 38, 0.507, 217).outside
     m = measure([True] * 9 + [False] + [False] * 8 + [True] * 2, [True] * 10 + [False] * 10)
     assert correct_with(m, 0.5, 100).value == pytest.approx(
         (0.5 + m.specificity.value - 1) / (m.recall.value + m.specificity.value - 1)

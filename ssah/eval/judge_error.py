@@ -124,6 +124,8 @@ class Corrected:
     value: float
     ci_low: float
     ci_high: float
+    outside: bool = False  # the whole interval fell outside [0, 1] before clipping: the judge's
+    # pooled error cannot explain this raw rate (e.g. fewer flags than its false positives alone)
 
 
 def rogan_gladen(
@@ -142,7 +144,8 @@ def rogan_gladen(
     ) / j**2
     half = _z(0.95) * math.sqrt(max(var, 0.0))
     clip = lambda x: min(1.0, max(0.0, x))  # noqa: E731
-    return Corrected(raw, clip(pi), clip(pi - half), clip(pi + half))
+    outside = pi + half < 0.0 or pi - half > 1.0
+    return Corrected(raw, clip(pi), clip(pi - half), clip(pi + half), outside)
 
 
 def correct_with(m: Measured, raw: float, n: int) -> Corrected:

@@ -124,7 +124,7 @@ def corrected(got: Sequence[tuple[str, Row, str]], cols: Sequence[Column], rep: 
     asr = [c for c in cols if judge_of(c.key) in rep.judges]
     if not asr:
         return ""
-    body = []
+    body, misfit = [], False
     for label, r, _ in got:
         cells = [label]
         for c in asr:
@@ -133,7 +133,12 @@ def corrected(got: Sequence[tuple[str, Row, str]], cols: Sequence[Column], rep: 
                 cells.append("-")
                 continue
             k = correct_with(rep.judges[str(judge_of(c.key))], float(raw), int(n))
-            cells.append(f"{100 * k.value:.1f} [{100 * k.ci_low:.1f}, {100 * k.ci_high:.1f}]")
+            misfit |= k.outside
+            cells.append(
+                "n/a*"
+                if k.outside
+                else f"{100 * k.value:.1f} [{100 * k.ci_low:.1f}, {100 * k.ci_high:.1f}]"
+            )
         body.append(cells)
     named = "; ".join(
         f"`{j}` precision {m.precision.fmt()}, recall {m.recall.fmt()}, specificity {m.specificity.fmt()}"
@@ -143,6 +148,14 @@ def corrected(got: Sequence[tuple[str, Row, str]], cols: Sequence[Column], rep: 
         f"\nCorrected for each judge's measured error on this world ({rep.judges_source}, test half: "
         f"{named}); Rogan-Gladen, 95% interval with the judge's uncertainty:\n\n"
         + md(["row", *(f"{c.header}, corrected" for c in asr)], body)
+        + (
+            "\n\n\\* n/a: the whole corrected interval lies outside [0, 100]: this row's raw rate is "
+            "not what the judge's pooled error could produce (e.g. fewer answers flagged than its "
+            "false-positive rate alone would flag), so its error on this row's answers differs "
+            "from the pooled one and no corrected rate is shown."
+            if misfit
+            else ""
+        )
     )
 
 

@@ -38,3 +38,26 @@ def test_a_toy_rows_key_and_the_toy_worlds_key_are_unchanged() -> None:
     assert content_key("evaluate", cfg, RESULTS) == "e887a33438cd"
     assert locate(cfg.toy).root.name == "d0d66f859c0f"
     assert locate(compose("toy", []).toy).root.name == "7f6f1f571bb2"
+
+
+def test_the_toy_worlds_untrained_model_is_the_one_it_always_built() -> None:
+    """The toy world's weights come from ssah.models.random_init now; its cache key says
+    nothing about the builder's code, so the weights themselves must not move."""
+    import hashlib
+
+    from omegaconf import OmegaConf
+
+    from ssah.worlds.toy.world import initial_model
+
+    class Tok:  # what model_config reads of a tokenizer
+        bos_token_id, eos_token_id, pad_token_id = 1, 2, 0
+
+        def __len__(self) -> int:
+            return 300
+
+    cfg = OmegaConf.to_container(compose("toy", ["toy=tiny"]).toy, resolve=True)
+    digest = hashlib.sha256()
+    for name, tensor in sorted(initial_model(cfg, Tok()).state_dict().items()):  # type: ignore[arg-type]
+        digest.update(name.encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    assert digest.hexdigest()[:16] == "452cae5598803d6e"  # before the change, by hand

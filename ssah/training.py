@@ -29,6 +29,10 @@ def fit(
     final losses and wall time."""
     module = CausalLMModule(model, optim, head_on_labels_only)
     data = ChatDataModule(tokenizer, task)
+    start: dict[str, float] = {}
+    if task.heldout_eval:  # what fine-tuning is measured from: the same split, before it
+        data.setup("fit")
+        start = {"task/heldout_loss_start": heldout_loss(model, data)["task/heldout_loss"]}
     t0 = time.perf_counter()
     trainer.fit(
         module,
@@ -43,7 +47,7 @@ def fit(
     out["train/steps"] = float(trainer.global_step)
     out.update(data.summary)
     if task.heldout_eval:
-        out.update(heldout_loss(model, data))
+        out.update({**start, **heldout_loss(model, data)})
     return out
 
 

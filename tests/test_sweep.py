@@ -33,7 +33,6 @@ FAST = [
     "eval.generation.max_new_tokens=8",
 ]
 PRESETS = {
-    "freeze_budget": "train",
     "table1": "prune",
     "table2": "train",
     "table3": "train",

@@ -55,7 +55,7 @@ def report_only(cfg: DictConfig, out: Path) -> dict[str, Any]:
     results = list(latest(r for r in scan(root / name) if r.world == name).values())
     given = runner.plain(cfg.get("tables")) or {}
     tables = {**wplan.tables, **{str(k): bool(v) for k, v in given.items() if v is not None}}
-    text, claims = render_results(results, plan, wplan, name, out, root, tables)
+    text, claims = render_results(results, plan, wplan, name, out, root, tables, figures=out)
     atomic_write_text(out / "report.md", text)
     say(f"[plan] {len(results)} row results under {root / name}; report: {out / 'report.md'}")
     return {**numbers(results), **claims}

@@ -101,6 +101,14 @@ def spell_claim(c: Mapping[str, Any], vars_: Mapping[str, Any]) -> dict[str, Any
     return {**c, "metric": m}
 
 
+def spell_table(t: Mapping[str, Any], vars_: Mapping[str, Any]) -> dict[str, Any]:
+    """A table's metric keys written `@{var}` name the world's metric (e.g. its ASR key)."""
+    if not t.get("metrics"):
+        return dict(t)
+    return {**t, "metrics": [[h, spell_claim({"metric": k}, vars_)["metric"], s]
+                             for h, k, s in t["metrics"]]}  # fmt: skip
+
+
 def report_from(
     results: Sequence[Result], plan: Plan, wplan: WorldPlan, world: str, at: Path, root: Path
 ) -> Report:
@@ -147,12 +155,15 @@ def render_results(
     at: Path,
     root: Path,
     tables_on: Mapping[str, bool] | None = None,
+    figures: Path | None = None,
 ) -> tuple[str, dict[str, float]]:
     """report.md's text for one world's rows (kept under root/<world>/), and the claims'
-    numbers (claims/<id>/...) for a metrics.json."""
+    numbers (claims/<id>/...) for a metrics.json; figures (PNGs) into `figures` when given."""
     rep = report_from(results, plan, wplan, world, at, root)
+    rep.figures = figures
     claims = [spell_claim(c, wplan.vars) for c in plan.claims]
-    text = render(plan.tables, claims, rep, wplan.tables if tables_on is None else tables_on)
+    tables = [spell_table(t, wplan.vars) for t in plan.tables]
+    text = render(tables, claims, rep, wplan.tables if tables_on is None else tables_on)
     return text, claim_metrics(claims, rep)
 
 
@@ -189,12 +200,14 @@ def studies(root: Path = EXPERIMENTS) -> list[tuple[Path, str, str]]:
     return out
 
 
-def render_study(study: Path, world: str, plan_name: str) -> str:
-    """experiments/<study>/report.md's text, from experiments/<study>/results/<world>/."""
+def render_study(study: Path, world: str, plan_name: str, figures: bool = False) -> str:
+    """experiments/<study>/report.md's text, from experiments/<study>/results/<world>/ (and
+    its figures beside it when `figures`)."""
     plan, wplan, _ = plan_settings(world, plan_name)
     root = study / "results"
     results = [r for r in scan(root / world) if r.world == world]
-    return render_results(results, plan, wplan, world, study, root)[0]
+    at = study if figures else None
+    return render_results(results, plan, wplan, world, study, root, figures=at)[0]
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -202,7 +215,8 @@ def main(argv: Sequence[str] = ()) -> int:
     check = "--check" in argv
     stale = []
     rendered = [
-        (study / "report.md", render_study(study, world, plan)) for study, world, plan in studies()
+        (study / "report.md", render_study(study, world, plan, figures=not check))
+        for study, world, plan in studies()
     ]
     rendered += judge_audits()
     for out, text in rendered:

@@ -27,7 +27,7 @@ from ssah.config import compose
 from ssah.errors import SsahError
 from ssah.plan import select as selection
 from ssah.plan.rejudge import rejudge_result
-from ssah.plan.reports import intro, numbers, runs_of, spell_claim
+from ssah.plan.reports import intro, numbers, runs_of, spell_claim, spell_table
 from ssah.plan.row import run_row
 from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, spell, with_dirs
 from ssah.plan.store import content_key
@@ -68,6 +68,7 @@ class Planned:
     done: dict[str, Any] = field(default_factory=dict)
     deferred: list[str] = field(default_factory=list)  # behind a selection not made yet
     unmet: dict[str, str] = field(default_factory=dict)  # selection -> why it chose nothing
+    worlds: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> its world
 
 
 def plain(node: Any) -> Any:
@@ -109,10 +110,10 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
     if cfg.get("executor") not in ("local", "slurm"):
         raise SsahError(f"executor={cfg.get('executor')}: must be local or slurm.")
     tables = {str(k): bool(v) for k, v in (plain(cfg.get("tables")) or {}).items() if v is not None}
-    names = enabled_rows(
-        plan, wplan, tables, None if cfg.rows is None else [str(r) for r in cfg.rows]
-    )
-    seeds = [int(s) for s in (cfg.seeds if cfg.get("seeds") is not None else wplan.seeds)]
+    names = enabled_rows(plan, wplan, tables, wanted_rows(plan, cfg.rows))
+    seeds = [
+        int(s) for s in (cfg.seeds if cfg.get("seeds") is not None else plan.seeds or wplan.seeds)
+    ]
     p = Planned(plan, world, wplan, module, {**wplan.tables, **tables})
     info = {"model": model_choice, "standin": bool(cfg.get("standin"))}
     values = _plan_values(cfg, wplan)
@@ -122,7 +123,9 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
         inst = wplan.instance_dir.format(seed=seed)
         full = i < wplan.full or cfg.rows is not None
         mine = [n for n in names if full or plan.rows[n].claim]
-        vals = {**values, **module.values(world, seed, info)}
+        w = instance_world(module, world, seed) if plan.align_seed_from_instance else world
+        p.worlds[seed] = w
+        vals = {**values, **module.values(w, seed, info)}
         dirs: dict[str, str] = {}
         mine_rows: dict[str, RowJob] = {}
         choices: dict[str, list[str]] = {}
@@ -197,6 +200,28 @@ def _selection(
     return RowJob(row, inst, [], out, key, load(out))
 
 
+def wanted_rows(plan: Plan, rows: Any) -> list[str] | None:
+    """`rows=[...]`: a grid template stands for all its rows."""
+    if rows is None:
+        return None
+    out: list[str] = []
+    for r in (str(x) for x in rows):
+        out += [n for _, n in plan.grids[r]] if r in plan.grids else [r]
+    return out
+
+
+def instance_world(module: ModuleType, world: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The world of one instance when the plan ties its alignment seed to the instance's seed
+    (plan `align_seed_from_instance: true`): the world module's `seeded(world, seed)`."""
+    seeded = getattr(module, "seeded", None)
+    if seeded is None:
+        raise SsahError(
+            f"plan: align_seed_from_instance=true, but world {world.get('name')!r} has no "
+            "seeded(world, seed) in its module; add one or set plan.align_seed_from_instance=false."
+        )
+    return dict(seeded(world, seed))
+
+
 def _ordered(plan: Plan, names: list[str]) -> list[str]:
     """Needs before the rows that need them (conf order otherwise)."""
     out: list[str] = []
@@ -229,7 +254,7 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
     late: dict[int, list[str]] = {}
     names: set[str] = set()
     for seed in seeds:
-        for wj in p.module.jobs(p.world, seed):
+        for wj in p.module.jobs(p.worlds.get(seed, p.world), seed):
             (early if wj.early else late).setdefault(seed, []).append(wj.name)
             if wj.name in names:
                 continue
@@ -296,13 +321,15 @@ def write_report(
     from ssah.io import atomic_write_text
 
     rep = report_of(p, cfg, p.module.describe(p.world), times)
+    rep.figures = out
     claims = [spell_claim(c, p.wplan.vars) for c in p.plan.claims]
+    tables = [spell_table(t, p.wplan.vars) for t in p.plan.tables]
     for r in p.rows:
         link = out / r.instance / r.row.name
         if r.dir.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(r.dir.resolve(), target_is_directory=True)
-    text = render(p.plan.tables, claims, rep, p.tables_on)
+    text = render(tables, claims, rep, p.tables_on)
     return atomic_write_text(out / "report.md", text), claim_metrics(claims, rep)
 
 

@@ -280,4 +280,3 @@ def splice(overrides: Sequence[str], choices: Mapping[str, Sequence[str]]) -> li
     for o in overrides:
         out += list(choices[o[2:-1]]) if _is_ref(o) and o[2:-1] in choices else [o]
     return out
-

@@ -15,6 +15,7 @@ from typing import Any
 
 from ssah.errors import SsahError
 from ssah.plan import select as selection
+from ssah.plan.grid import expand_claims, expand_rows, expand_tables
 
 STAGES = ("evaluate", "score", "prune", "train", "probe", "transfer")
 REF = re.compile(r"@\{([A-Za-z0-9_]+)\}")
@@ -135,17 +136,27 @@ class Plan:
     tables: list[dict[str, Any]]
     claims: list[dict[str, Any]]
     start_order: list[str] = field(default_factory=list)
+    # grid rows (ssah.plan.grid): template -> [(axis -> level, row name)]
+    grids: dict[str, list[tuple[dict[str, str], str]]] = field(default_factory=dict)
+    # each instance's seed is also its world's alignment seed (world module `seeded`)
+    align_seed_from_instance: bool = False
+    seeds: tuple[int, ...] | None = None  # the plan's own instances (None: the world's)
 
     @classmethod
     def from_cfg(cls, c: Mapping[str, Any]) -> Plan:
-        rows = {str(n): RowSpec.from_cfg(str(n), r) for n, r in dict(c["rows"]).items()}
+        raw, grids = expand_rows(dict(c["rows"]))
+        rows = {str(n): RowSpec.from_cfg(str(n), r) for n, r in raw.items()}
         rows = with_selections(rows)
+        claims = [dict(x) for x in c.get("claims") or ()]
         plan = cls(
             name=str(c.get("name", "plan")),
             rows=rows,
-            tables=[dict(t) for t in c.get("tables") or ()],
-            claims=[dict(x) for x in c.get("claims") or ()],
-            start_order=[str(r) for r in c.get("start_order") or ()],
+            tables=expand_tables([dict(t) for t in c.get("tables") or ()], grids),
+            claims=claims + expand_claims([dict(x) for x in c.get("grid_claims") or ()], grids),
+            start_order=_start_order([str(r) for r in c.get("start_order") or ()], grids),
+            grids=grids,
+            align_seed_from_instance=bool(c.get("align_seed_from_instance", False)),
+            seeds=None if c.get("seeds") is None else tuple(int(x) for x in c["seeds"]),
         )
         plan.check()
         return plan
@@ -165,6 +176,13 @@ class Plan:
                 raise SsahError(f"plan rows {sorted(left)} need each other in a circle.")
             for n in free:
                 del left[n]
+
+
+def _start_order(order: list[str], grids: Mapping[str, Any]) -> list[str]:
+    """A grid template in start_order stands for all its rows, in grid order (a row named
+    before keeps its earlier place)."""
+    out = [n for r in order for n in ([g for _, g in grids[r]] if r in grids else [r])]
+    return list(dict.fromkeys(out))
 
 
 def enabled_rows(

@@ -21,6 +21,7 @@ from ssah.eval.judge_error import Measured, correct_with
 from ssah.reporting.aggregate import Row, make_row
 from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluate_all
 from ssah.reporting.collect import Run
+from ssah.reporting.curves import curves
 from ssah.reporting.studies import rates, selection
 from ssah.reporting.tables import Column, md
 from ssah.results import per_prompt
@@ -44,6 +45,7 @@ class Report:
     at: Path | None = None  # the dir report.md lives in: links are relative to it
     judges: dict[str, Measured] = field(default_factory=dict)  # judge -> its measured error
     judges_source: str = ""  # where they were measured (a path, for the report's text)
+    figures: Path | None = None  # where tables write their PNGs (None: text only, a check)
 
     def row(self, name: str) -> Row | None:
         members = self.runs.get(name)
@@ -209,6 +211,7 @@ KINDS: dict[str, Callable[[Mapping[str, Any], Report], str]] = {
     "world": world,
     "selection": selection,
     "rates": lambda spec, rep: rates(spec, rep, paired_cell),
+    "curves": curves,
 }
 
 

@@ -44,5 +44,10 @@ def values(world: dict[str, Any], seed: int, plan: DictConfig) -> dict[str, Any]
     return out
 
 
+def seeded(world: dict[str, Any], seed: int) -> dict[str, Any]:
+    """A hub model is aligned by its makers: there is no alignment seed to tie."""
+    return world
+
+
 def describe(world: dict[str, Any]) -> str:
     return ""

@@ -42,7 +42,19 @@ def align(world: dict[str, Any]) -> dict[str, Any]:
 
 
 def jobs(world: dict[str, Any], seed: int) -> list[WorldJob]:
-    return [WorldJob("world_aligned", align, (plain(world),), early=False)]
+    """The alignment job; one per alignment seed when a plan ties it to the instance seed
+    (`world_aligned` for seed 0, `world_aligned_a<S>` for the others)."""
+    a = int(plain(world)["align"]["seed"])
+    name = "world_aligned" if a == 0 else f"world_aligned_a{a}"
+    return [WorldJob(name, align, (plain(world),), early=False)]
+
+
+def seeded(world: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The world of an instance whose alignment seed is its seed (plan
+    `align_seed_from_instance: true`): another aligned model per seed, the same base and data;
+    the rows get it through the recipe overrides (`values`)."""
+    w = plain(world)
+    return {**w, "align": {**w["align"], "seed": int(seed)}}
 
 
 def _value(v: Any) -> str:

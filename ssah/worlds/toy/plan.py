@@ -52,5 +52,10 @@ def values(world: dict[str, Any], seed: int, plan: DictConfig) -> dict[str, Any]
     return {}
 
 
+def seeded(world: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Each toy instance is already its own world (toy.seed = seed, its alignment included)."""
+    return world
+
+
 def describe(world: dict[str, Any]) -> str:
     return ""

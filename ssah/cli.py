@@ -16,8 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ssah.errors import SsahError
+from ssah.io import CONF_DIR
 from ssah.quiet import silence_third_party
-from ssah.resolvers import CONF_DIR, register_resolvers
+from ssah.worlds.resolvers import register_world_resolvers
 
 silence_third_party()  # before Hydra validates launcher configs against their schemas
 
@@ -135,4 +136,4 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
     return deco
 
 
-register_resolvers()
+register_world_resolvers()  # every config a stage composes may name a path in a world

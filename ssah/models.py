@@ -13,6 +13,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -151,3 +152,16 @@ def load_for_stage(cfg: Any) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, 
     mcfg = ModelConfig.from_cfg(cfg.model)
     tok, model = load_tokenizer(mcfg), load_model(mcfg)
     return model.to(resolve_device(str(cfg.get("device", "auto")))), tok, mcfg
+
+
+def random_init(config: PretrainedConfig, seed: int | None = 0) -> PreTrainedModel:
+    """A causal LM of `config`'s architecture with random weights, built offline in seconds.
+
+    The one random-init builder: the toy world, the stand-ins, the benchmarks and the tests'
+    tiny models all come from here, so a change to how models are built happens once. `seed`
+    seeds torch's RNG first; None means the caller seeded it already (the toy world seeds every
+    RNG with Lightning before building), so the weights stay those it always built.
+    """
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config)

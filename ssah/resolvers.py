@@ -1,51 +1,22 @@
-"""OmegaConf resolvers: pure functions from config values to paths and names.
+"""OmegaConf resolvers that every config needs and that know no world: `${cwd:}` (paths),
+`${run_id:...}` (run dirs), `${sweep_group:...}` (W&B groups).
 
-None of them builds anything heavy: `${toy:aligned}` is where the toy world is (the stage door
-builds it, `ssah.worlds.ensure`); `${standin:...}` is the content-keyed dir of a tiny stand-in
-checkpoint, created by `ssah.standin` in seconds the first time it is named.
+They sit on the ground floor so that `ssah.config.compose` can register them without reaching
+up into the worlds; the resolvers that name a path in a world (`${toy:...}`, `${smollm2:...}`,
+`${standin:...}`) live with the worlds (`ssah.worlds.resolvers`) and the stage door, which is
+above both, registers them (`register_resolvers(WORLD_RESOLVERS)`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from ssah.errors import SsahError
 from ssah.io import CONF_DIR  # noqa: F401  (re-exported: the stage door and compose use it)
-
-
-def toy_path(which: str, *, _root_: DictConfig) -> str:
-    """`${toy:aligned|base|data|tokenizer|root}`: a path in the toy world of `toy:`."""
-    from ssah.worlds.toy.cache import locate
-
-    return str(locate(_root_.toy).path(which))
-
-
-def smollm2_path(which: str, *, _root_: DictConfig) -> str:
-    """`${smollm2:base|data|aligned|root}`: a path in the smollm2 world (conf/world/smollm2.yaml,
-    or the job's `world:` node)."""
-    from ssah.worlds.smollm2.paths import config_of, locate
-
-    return str(locate(config_of(_root_)).path(which))
-
-
-def standin_model(spec: DictConfig, *, _root_: DictConfig) -> str:
-    """`${standin:${model.standin}}`: a tiny random-init checkpoint of that architecture."""
-    from ssah.standin import build_model
-
-    if spec is None:
-        raise SsahError("this model config has no `standin:` architecture; a dry run needs one.")
-    plain = OmegaConf.to_container(spec, resolve=True)
-    return str(build_model(plain, Path(_root_.paths.standins)))  # type: ignore[arg-type]
-
-
-def standin_data(*, _root_: DictConfig) -> str:
-    """`${standin_data:}`: one small JSONL that every dataset config can read."""
-    from ssah.standin import build_data
-
-    return str(build_data(Path(_root_.paths.standins)))
 
 
 def sweep_group(sweep_name: str | None, sweep_dir: str | Path | None) -> str | None:
@@ -82,16 +53,16 @@ def run_id(stamp: str) -> str:
     return f"slurm-{job}" if job else stamp
 
 
-def register_resolvers() -> None:
-    """Register every ssah resolver once per process."""
-    for name, fn in (
-        ("toy", toy_path),
-        ("smollm2", smollm2_path),
-        ("sweep_group", sweep_group_resolver),
-        ("standin", standin_model),
-        ("standin_data", standin_data),
-        ("run_id", run_id),
-        ("cwd", os.getcwd),  # usable before HydraConfig exists (multirun dirs)
-    ):
+PURE: dict[str, Callable[..., Any]] = {
+    "sweep_group": sweep_group_resolver,
+    "run_id": run_id,
+    "cwd": os.getcwd,  # usable before HydraConfig exists (multirun dirs)
+}
+
+
+def register_resolvers(extra: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    """Register the world-free resolvers, and `extra` (the caller's: the door passes the
+    worlds' path resolvers), once per process."""
+    for name, fn in {**PURE, **(extra or {})}.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -15,8 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ssah.errors import SsahError
 from ssah.io import publish_dir
 
@@ -36,9 +34,10 @@ def _key(obj: Any) -> str:
 
 def build_model(spec: dict[str, Any], root: Path, seed: int = 0) -> Path:
     """A checkpoint dir (config, safetensors, tokenizer) of a tiny `spec['model_type']` model."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig
 
     from ssah.eval.tiny import tiny_tokenizer
+    from ssah.models import random_init
 
     if "model_type" not in spec:
         raise SsahError(
@@ -53,8 +52,7 @@ def build_model(spec: dict[str, Any], root: Path, seed: int = 0) -> Path:
     config = AutoConfig.for_model(
         spec["model_type"], vocab_size=len(tok), pad_token_id=tok.pad_token_id, **ids, **kwargs
     )
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config)
+    model = random_init(config, seed)
     model.generation_config.update(**ids, pad_token_id=tok.pad_token_id)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     model.save_pretrained(tmp, safe_serialization=True)

@@ -19,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
+# Tests compose configs naming world paths (`${toy:...}`) without passing the stage door,
+# which is what registers the worlds' resolvers in a run (ssah.config.compose knows no world).
+from ssah.worlds.resolvers import register_world_resolvers  # noqa: E402
+
+register_world_resolvers()
+
 
 @pytest.fixture(autouse=True)
 def _one_thread_after_each_test():

@@ -32,6 +32,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ssah.bench.common import goal, machine, spread, write
 from ssah.freeze import plan
 from ssah.freeze.synthetic import synthetic_units
+from ssah.models import random_init
 from ssah.module import CausalLMModule, OptimConfig
 from ssah.training import quiet_trainer
 
@@ -85,8 +86,7 @@ class StepTimer(pl.Callback):
 
 
 def model(size: dict[str, int] | None = None) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(**(size or SIZE)))
+    return random_init(LlamaConfig(**(size or SIZE)), seed=0)  # type: ignore[return-value]
 
 
 def loader(batch: int, seq: int, steps: int, vocab: int = SIZE["vocab_size"]) -> DataLoader:

@@ -27,6 +27,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ssah.bench.common import BenchError, goal, machine, paired, timed, write
+from ssah.models import random_init
 from ssah.scoring.scorers import ScorerConfig, score
 from ssah.scoring.stats import collect, decoder_of
 from ssah.units import UnitIndex
@@ -62,9 +63,8 @@ MEM_MODEL = dict(
 
 
 def random_llama(sizes: dict[str, int], seed: int = 0) -> LlamaForCausalLM:
-    torch.manual_seed(seed)
     cfg = LlamaConfig(max_position_embeddings=1024, attn_implementation="sdpa", **sizes)
-    return LlamaForCausalLM(cfg).eval()
+    return random_init(cfg, seed).eval()  # type: ignore[return-value]
 
 
 def random_batches(

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from ssah.models import random_init
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} "
@@ -73,7 +74,6 @@ def tiny_llama(
     if intermediate_size is None:
         intermediate_size = 2 * hidden_size
     extra = {"max_position_embeddings": 256, "attn_implementation": "sdpa"} | config_overrides
-    torch.manual_seed(seed)
     cfg = LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
@@ -86,7 +86,7 @@ def tiny_llama(
         pad_token_id=pad_token_id,
         **extra,
     )
-    return LlamaForCausalLM(cfg).eval()
+    return random_init(cfg, seed).eval()  # type: ignore[return-value]
 
 
 def tiny_pair(

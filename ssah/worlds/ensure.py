@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 import ssah.worlds
 from ssah.errors import SsahError
 from ssah.worlds.base import INTERFACE
+from ssah.worlds.resolvers import register_world_resolvers
 
 
 def is_world(module: ModuleType) -> bool:
@@ -57,7 +58,9 @@ def known_worlds(cfg: DictConfig | None = None) -> list[ModuleType]:
 
 
 def ensure_worlds(cfg: DictConfig) -> None:
-    """Build every world `cfg` reads from and that is not built yet."""
+    """Build every world `cfg` reads from and that is not built yet (reading its world paths
+    needs their resolvers, also where no stage door registered them: benchmarks, tests)."""
+    register_world_resolvers()
     for module in known_worlds(cfg):
         missing = module.needed(cfg)
         if missing:

@@ -125,6 +125,9 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1
 
     from ssah.config import compose, hydra_state_kept
     from ssah.finetune import finetune
+    from ssah.worlds.resolvers import register_world_resolvers
+
+    register_world_resolvers()  # the train config reads this world's paths (in a worker too)
 
     overrides = align_overrides(cfg)
     say("[smollm2] aligning with: python -m ssah.train " + " ".join(overrides))

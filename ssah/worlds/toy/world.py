@@ -21,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from ssah.data.datamodule import TaskConfig
 from ssah.io import damage, file_sizes
+from ssah.models import random_init
 from ssah.module import OptimConfig
 from ssah.threads import torch_threads
 from ssah.training import fit, quiet_trainer
@@ -71,8 +72,7 @@ def build(cfg: dict[str, Any], out: Path) -> None:
     write_jsonl(out / "data" / "pretrain_mix.jsonl", pretrain_mix(records))
     write_jsonl(out / "data" / "align_mix.jsonl", align_mix(records, cfg["align"], cfg["seed"]))
 
-    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
-    model = LlamaForCausalLM(model_config(cfg, tok))
+    model = initial_model(cfg, tok)
     stats = {"base": _train(model, tok, out / "data" / "pretrain_mix.jsonl", cfg, "pretrain")}
     _save(model, tok, out / "base")
     stats["aligned"] = _train(model, tok, out / "data" / "align_mix.jsonl", cfg, "align")
@@ -80,6 +80,13 @@ def build(cfg: dict[str, Any], out: Path) -> None:
     stats["build_s"] = time.perf_counter() - t0
     (out / "build.json").write_text(json.dumps({"config": cfg, "stats": stats}, indent=2))
     (out / "DONE").write_text(json.dumps({"file_sizes": file_sizes(out)}) + "\n")
+
+
+def initial_model(cfg: dict[str, Any], tok: Any) -> LlamaForCausalLM:
+    """The untrained toy model: every RNG seeded with the world's seed (the training that
+    follows draws from them too), then the one random-init builder."""
+    pl.seed_everything(cfg["seed"], workers=True, verbose=False)
+    return random_init(model_config(cfg, tok), seed=None)  # type: ignore[return-value]
 
 
 def model_config(cfg: dict[str, Any], tok: Any) -> LlamaConfig:

@@ -331,3 +331,21 @@ def test_a_build_at_the_door_keeps_the_stage_hydra_state(outputs_dir: Path) -> N
         compose("train", ["hydra.run.dir=/tmp/inner_build_dir"])  # what the world build does
         assert HydraConfig.get().run.dir == "/tmp/inner_build_dir"
     assert HydraConfig.get().run.dir == before == "/tmp/outer_stage_dir"
+
+
+def test_alignment_job_world_node_resolves_the_world_paths() -> None:
+    """The alignment job carries the world as its `world:` node; the plan's vars hold
+    `${smollm2:aligned}` as text (escaped for the rows), and carried along they made every
+    `${smollm2:...}` of the job resolve into itself until the recursion limit."""
+    from omegaconf import OmegaConf
+
+    from ssah.worlds.resolvers import register_world_resolvers
+    from ssah.worlds.smollm2.build import recipe_node
+    from ssah.worlds.smollm2.recipes import base_world
+
+    register_world_resolvers()
+    w = base_world()
+    assert "${smollm2:" in json.dumps(w.get("plan", {}))  # what made it recurse
+    job = OmegaConf.create({"world": recipe_node(w), "model": {"path": "${smollm2:aligned}"}})
+    assert job.model.path == str(world.locate(w).path("aligned"))
+    assert "plan" not in job.world

@@ -118,6 +118,16 @@ def align_overrides(cfg: dict[str, Any]) -> list[str]:
     ]
 
 
+def recipe_node(cfg: dict[str, Any]) -> Any:
+    """The world as the alignment job's `world:` node, less its `plan:` (how a plan runs on the
+    world, not what the world is): once resolved, the plan's vars hold `${smollm2:...}` as
+    text for the rows, and re-created as a config they would resolve back into this node
+    without end."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create({k: v for k, v in cfg.items() if k != "plan"})
+
+
 def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1) -> dict[str, Any]:
     """Full SFT alignment with `ssah.train` in this process (one run cannot be split without
     changing its numbers); validation metrics are kept in DONE."""
@@ -135,7 +145,7 @@ def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1
     with hydra_state_kept():  # built at a stage's door: that stage's Hydra run goes on after
         tcfg = compose("train", overrides)
         with open_dict(tcfg):
-            tcfg.world = OmegaConf.create(cfg)  # this world's recipe, whatever the defaults say
+            tcfg.world = recipe_node(cfg)  # this world's recipe, whatever the defaults say
         metrics = finetune(tcfg, out)
     (out / "model").is_dir() or _missing(out)
     keep = {k: v for k, v in metrics.items() if k.startswith(("safety/", "utility/", "train/"))}

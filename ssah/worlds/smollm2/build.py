@@ -131,7 +131,7 @@ def recipe_node(cfg: dict[str, Any]) -> Any:
 def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1) -> dict[str, Any]:
     """Full SFT alignment with `ssah.train` in this process (one run cannot be split without
     changing its numbers); validation metrics are kept in DONE."""
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from ssah.config import compose, hydra_state_kept
     from ssah.finetune import finetune

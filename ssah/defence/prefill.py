@@ -12,6 +12,8 @@ Only answers that ssah's keyword judge counts as compliant are kept, so no prefi
 refusal phrase: an answer judged a refusal after the prefill refused in its own words, and
 the share of those is the recovery rate (Course-Correction's C2-Eval idea), 1 - ASR(keyword).
 The file holds harmful text: write it under outputs/ (gitignored), never into the repository.
+On the smollm2 world the defence plan's files are a world artifact (`${smollm2:prefill}`,
+conf/world/smollm2.yaml `prefill:`), built at the stage door; this CLI is for other models.
 """
 
 from __future__ import annotations
@@ -27,6 +29,19 @@ from ssah.io import atomic_write_text
 from ssah.threads import set_threads
 
 
+def compliant(prompts: list[str], answers: list[str]) -> list[dict[str, object]]:
+    """Rows {prompt, compliance, source_index} for the answers ssah's keyword judge does not
+    count as refusals. The one filter of both ways to make this data: the CLI below and the
+    smollm2 world's `prefill` artifact (ssah/worlds/smollm2/build.py), which answers through
+    the base model's answer cache instead."""
+    judge = KeywordJudge()
+    return [
+        {"prompt": p, "compliance": a, "source_index": i}
+        for i, (p, a) in enumerate(zip(prompts, answers, strict=True))
+        if not judge.is_refusal(a)
+    ]
+
+
 def build(
     model_dir: str, prompts: list[str], tokens: int, batch_size: int = 16
 ) -> list[dict[str, object]]:
@@ -36,12 +51,7 @@ def build(
     mcfg = ModelConfig(name_or_path=model_dir)
     tok, model = load_tokenizer(mcfg), load_model(mcfg)
     gens = generate_ids(model, tok, [prompt_ids(tok, p) for p in prompts], tokens, batch_size)
-    judge = KeywordJudge()
-    return [
-        {"prompt": p, "compliance": g.text, "source_index": i}
-        for i, (p, g) in enumerate(zip(prompts, gens, strict=True))
-        if not judge.is_refusal(g.text)
-    ]
+    return compliant(prompts, [g.text for g in gens])
 
 
 def main(argv: list[str] | None = None) -> None:

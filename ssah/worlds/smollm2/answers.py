@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,20 @@ class AnswerCache:
     def put(self, prompts: list[str], n: int, answers: list[str]) -> Path:
         doc = {"salt": self.salt, "n": n, "prompts": prompts, "answers": answers}
         return atomic_write_text(self.path(prompts, n), json.dumps(doc, ensure_ascii=False))
+
+
+def cached_answers(
+    cache: AnswerCache | None,
+    prompts: list[str],
+    n: int,
+    answer: Callable[[list[str], int], list[str]],
+) -> tuple[list[str], bool]:
+    """`answer(prompts, n)` through `cache` (written after a miss); and whether it was a hit.
+    The one way every world artifact answers with the base model (data and prefill)."""
+    texts = cache.get(prompts, n) if cache else None
+    if texts is not None:
+        return texts, True
+    texts = answer(prompts, n)
+    if cache:
+        cache.put(prompts, n, texts)
+    return texts, False

@@ -1,4 +1,4 @@
-"""The three build steps of the smollm2 world, each writing into a temp dir (see world.py).
+"""The build steps of the smollm2 world, each writing into a temp dir (see world.py).
 
 The aligned model is trained by ssah's own train stage (`ssah.finetune`, what `python -m ssah.train` runs), composed from
 conf/ like any `python -m ssah.train model=smollm2_135m task=smollm2_align ...` run, so the
@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ssah.worlds.smollm2.answers import AnswerCache
+from ssah.worlds.smollm2.answers import AnswerCache, cached_answers
 from ssah.worlds.smollm2.convert import convert_gguf
-from ssah.worlds.smollm2.data import build_data
+from ssah.worlds.smollm2.data import build_data, read_rows, write_jsonl
 from ssah.worlds.smollm2.paths import World, say
 from ssah.worlds.smollm2.sources import WHEELS, data_file, installed_version
 
@@ -158,4 +158,58 @@ def _missing(out: Path) -> None:
     raise SsahError(f"the alignment run in {out} saved no model/; is save_model=true honoured?")
 
 
-STEPS = {"base": build_base, "data": build_data_step, "aligned": build_aligned}
+def prefill_files(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The `prefill:` node checked: file name -> {source: a data split, limit, tokens}."""
+    from ssah.errors import SsahError
+
+    node = cfg.get("prefill") or {}
+    out = {}
+    for name, spec in node.items():
+        spec = spec if isinstance(spec, dict) else {}
+        src, limit, tokens = spec.get("source"), spec.get("limit"), spec.get("tokens")
+        ok = isinstance(src, str) and isinstance(tokens, int) and tokens > 0
+        if not ok or not (limit is None or (isinstance(limit, int) and limit > 0)):
+            raise SsahError(
+                f"world.prefill.{name}={spec!r}: needs source=<a data split, e.g. harmful_test>, "
+                "tokens=<answer length, at least the largest prefill depth> and limit=<N or null>."
+            )
+        out[str(name)] = {"source": src, "limit": limit, "tokens": tokens}
+    return out
+
+
+def build_prefill(cfg: dict[str, Any], world: World, out: Path, workers: int = 1) -> dict[str, Any]:
+    """The prefilling attack's data: for each file of the recipe's `prefill:` node, the base
+    model's greedy answers to the first `limit` prompts of a data split (through the answer
+    cache, in `workers` processes), kept where ssah.defence.prefill's keyword filter finds
+    them compliant. Harmful text: it lives in this artifact, under outputs/, only."""
+    from ssah.defence.prefill import compliant
+
+    base, data = str(world.path("base")), world.path("data")
+    threads = int(cfg.get("threads") or 1)
+    cache = answer_cache(world)
+
+    def answer(prompts: list[str], n: int) -> list[str]:
+        say(f"[smollm2] answering {len(prompts)} harmful prompts with the base model ({n} tokens)")
+        return answers_in_workers(base, prompts, n, workers, threads)
+
+    files: dict[str, Any] = {}
+    for name, spec in prefill_files(cfg).items():
+        rows = read_rows(data / f"{spec['source']}.jsonl")[: spec["limit"]]
+        prompts = [str(r["prompt"]) for r in rows]
+        texts, hit = cached_answers(cache, prompts, spec["tokens"], answer)
+        kept = compliant(prompts, texts)
+        for k in kept:  # the split's source tag (harmful_val: advbench, past_tense, ...)
+            if "source" in rows[int(k["source_index"])]:  # type: ignore[call-overload]
+                k["source"] = rows[int(k["source_index"])]["source"]  # type: ignore[call-overload]
+        write_jsonl(out / "data" / f"{name}.jsonl", kept)
+        say(f"[smollm2] prefill {name}: {len(kept)} of {len(prompts)} answers compliant")
+        files[name] = {**spec, "prompts": len(prompts), "compliant": len(kept), "cached": hit}
+    return {"files": files, "judge": "keyword (ssah.defence.prefill.compliant)"}
+
+
+STEPS = {
+    "base": build_base,
+    "data": build_data_step,
+    "aligned": build_aligned,
+    "prefill": build_prefill,
+}

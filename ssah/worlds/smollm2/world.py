@@ -1,9 +1,11 @@
 """Where the smollm2 world lives (pure path arithmetic) and how it is built (`ensure`).
 
-Three artifacts, each in its own content-keyed dir `<cache_dir>/smollm2/<artifact>-<key>/`:
+Four artifacts, each in its own content-keyed dir `<cache_dir>/smollm2/<artifact>-<key>/`:
   base     the converted SmolLM2-135M-Instruct (key: the wheel version and conversion recipe)
   data     the prompt sets and manifest (key: base key + data recipe + this package's version)
   aligned  the model aligned by `ssah.train` (key: data key + alignment overrides)
+  prefill  the prefilling attack's data: the base model's compliant answers to harmful
+           prompts (key: base + data keys + the `prefill:` recipe); reads base + data only
 Each is built in `<dir>.tmp-<pid>` and renamed into place with a DONE marker last, so a build
 killed at any point leaves no dir that looks finished, and the next call rebuilds it cleanly.
 """
@@ -21,16 +23,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssah.io import damage, file_sizes
+from ssah.io import cache_lock, damage, file_sizes
 from ssah.threads import torch_threads, worker_count
 from ssah.worlds.smollm2.paths import (  # noqa: F401  (re-exported)
     ARTIFACTS,
+    NEEDS,
     RECIPE,
     WHICH,
     World,
     config_of,
     keys_of,
     locate,
+    needs_of,
     plain,
     say,
 )
@@ -56,7 +60,9 @@ def needed(cfg: DictConfig) -> list[str]:
         v = cfg[k]  # a child node keeps its parent, so `${smollm2:...}` resolves against the root
         parts.append(OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v)
     text = json.dumps(parts, default=str)
-    return [a for a in ARTIFACTS if str(world.dir(a)) in text and not world.built(a)]
+    return [
+        a for a in ARTIFACTS if a in world.keys and str(world.dir(a)) in text and not world.built(a)
+    ]
 
 
 def publish(tmp: Path, final: Path, meta: dict[str, Any]) -> None:
@@ -92,23 +98,29 @@ def build_artifact(final: Path, body: Callable[[Path], dict[str, Any]]) -> Path:
     return final
 
 
-def ensure(cfg: DictConfig | dict[str, Any], upto: str = "aligned") -> World:
-    """Build (once) the artifacts up to `upto` and return the world. `workers` processes of
-    `threads` threads share the base model's answering (same answers, less time)."""
+def ensure(cfg: DictConfig | dict[str, Any], upto: str | list[str] = "aligned") -> World:
+    """Build (once) `upto` (an artifact or several) and what they read (NEEDS), and return
+    the world: `upto="prefill"` builds base, data, prefill and not the aligned model. `workers`
+    processes of `threads` threads share the base model's answering (same answers, less
+    time). Each artifact is built under its lock, so rows that reach the door together build
+    it once (the second waits, then finds it built)."""
     from ssah.worlds.smollm2 import build  # heavy imports only when building
 
     c = plain(cfg)
     world = locate(c)
     workers = worker_count(c.get("workers"), int(c.get("threads") or 1))
-    order = ARTIFACTS[: ARTIFACTS.index(upto) + 1]
-    for artifact in order:
+    for artifact in needs_of(upto):
         if world.built(artifact):
             continue
-        t0 = time.perf_counter()
-        say(f"[smollm2] building {artifact} in {world.dir(artifact)} (once; cached)")
-        with torch_threads(c.get("threads")):
-            build_artifact(
-                world.dir(artifact), lambda out, a=artifact: build.STEPS[a](c, world, out, workers)
-            )
-        say(f"[smollm2] {artifact} built in {time.perf_counter() - t0:.0f} s")
+        with cache_lock(world.dir(artifact)):
+            if world.built(artifact):  # built by another process while this one waited
+                continue
+            t0 = time.perf_counter()
+            say(f"[smollm2] building {artifact} in {world.dir(artifact)} (once; cached)")
+            with torch_threads(c.get("threads")):
+                build_artifact(
+                    world.dir(artifact),
+                    lambda out, a=artifact: build.STEPS[a](c, world, out, workers),
+                )
+            say(f"[smollm2] {artifact} built in {time.perf_counter() - t0:.0f} s")
     return world

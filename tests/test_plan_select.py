@@ -147,3 +147,30 @@ def test_defence_plan_on_the_toy_world_chooses_on_validation_then_tests(
     run(cfg(), tmp_path / "run2")
     again = {r.dir: (r.dir / "meta.json").stat().st_mtime_ns for r in scan(tmp_path / "results")}
     assert again == stamps  # nothing decided or run twice
+
+
+def test_the_defence_claims_say_the_worlds_prefill_depth() -> None:
+    """The prefill claims' labels come from the world's var (the toy runs k = 4, not 10)."""
+    from ssah.plan.reports import plan_settings, spell_claim
+
+    for world, k in (("toy", 4), ("smollm2", 10)):
+        plan, wplan, _ = plan_settings(world, "defence")
+        claims = {c["id"]: spell_claim(c, wplan.vars) for c in plan.claims}
+        for cid in ("d_prefill", "d_prefill_goal"):
+            assert f"k = {k}" in claims[cid]["claim"] and "@{" not in claims[cid]["claim"]
+            assert claims[cid]["metric"].startswith(f"safety/asr/prefill_k{k}/")
+
+
+def test_every_defence_table_can_be_switched_off(outputs_dir: Path) -> None:
+    from ssah.config import compose
+    from ssah.plan.reports import plan_settings
+    from ssah.plan.runner import make_plan
+
+    plan, _, _ = plan_settings("toy", "defence")
+    ids = [str(t["id"]) for t in plan.tables]
+    off = [f"tables.{t}=false" for t in ids if t != "defence_val"]
+    p = make_plan(compose("plan", ["plan=defence", "world=toy", "seeds=[0]", *off]), "g", None)
+    assert {p.tables_on[t] for t in ids if t != "defence_val"} == {False}
+    assert {plan.rows[r.row.name].table for r in p.rows} == {"defence_val"}  # test, FT: off
+    with pytest.raises(SsahError, match="unknown table switch"):
+        make_plan(compose("plan", ["world=toy", "tables.defence=false"]), "g", None)  # paper plan

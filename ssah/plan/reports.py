@@ -22,7 +22,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
-from ssah.plan.spec import Plan, WorldPlan
+from ssah.plan.spec import REF, Plan, WorldPlan
 from ssah.reporting.collect import Run
 from ssah.reporting.judges import measured_from
 from ssah.reporting.plan_report import Report, claim_metrics, render
@@ -93,12 +93,30 @@ def plan_settings(world: str, plan: str) -> tuple[Plan, WorldPlan, dict[str, Any
     return Plan.from_cfg(p), WorldPlan.from_cfg(w["plan"]), w
 
 
+def spell_text(text: str, vars_: Mapping[str, Any]) -> str:
+    """`@{var}` anywhere in a claim's metric or label replaced by the world's value (a value
+    naming another var is followed; an unknown name or a list is left as written), so a label
+    says the world's own numbers ("k = @{defence_val_k}": 10 on smollm2, 4 on the toy)."""
+
+    def sub(m: re.Match[str]) -> str:
+        v = vars_.get(m.group(1))
+        return m.group(0) if v is None or isinstance(v, list | tuple) else str(v)
+
+    for _ in range(5):
+        spelled = REF.sub(sub, text)
+        if spelled == text:
+            break
+        text = spelled
+    return text
+
+
 def spell_claim(c: Mapping[str, Any], vars_: Mapping[str, Any]) -> dict[str, Any]:
-    """A claim whose metric is `@{var}` names the world's metric (e.g. its ASR key)."""
-    m = str(c.get("metric", ""))
-    if m.startswith("@{") and m.endswith("}"):
-        m = str(vars_.get(m[2:-1], m))
-    return {**c, "metric": m}
+    """A claim whose metric is `@{var}` names the world's metric (e.g. its ASR key); its
+    label (`claim`) is spelled the same way."""
+    out = {**c, "metric": spell_text(str(c.get("metric", "")), vars_)}
+    if isinstance(c.get("claim"), str):
+        out["claim"] = spell_text(c["claim"], vars_)
+    return out
 
 
 def spell_table(t: Mapping[str, Any], vars_: Mapping[str, Any]) -> dict[str, Any]:

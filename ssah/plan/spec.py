@@ -191,7 +191,8 @@ def enabled_rows(
     """Rows that run: switched-on tables, not `skip` or aliased, with everything they need;
     `wanted` (a row subset) also pulls in what its rows need. Conf order."""
     on = {**world.tables, **{str(k): bool(v) for k, v in tables.items()}}
-    unknown_tables = set(tables) - set(world.tables) - {r.table for r in plan.rows.values()}
+    ids = {r.table for r in plan.rows.values()} | {str(t.get("id")) for t in plan.tables}
+    unknown_tables = set(tables) - set(world.tables) - ids  # a table's id hides it too
     if unknown_tables:
         raise SsahError(
             f"tables: unknown table switch(es) {sorted(unknown_tables)}; known: {sorted(set(world.tables))}."

@@ -550,3 +550,44 @@ def test_evaluate_stage_with_defence_writes_the_same_keys_plus_defence(
     held = "defence/heldout_false_trigger_rate"
     assert {held, f"{held}/n", f"{held}/ci_low", f"{held}/ci_high"} <= extra
     assert {"defence/recovery/prefill_k4/keyword", "defence/recovery/prefill_k4/keyword/n"} <= extra
+
+
+def test_calibration_reads_the_source_model_not_the_defended_one(
+    tiny_toy, outputs_dir, tmp_path, monkeypatch
+):
+    """`defence.calibration.source_model`: the direction and threshold come from that
+    checkpoint (the defence plan's fine-tuned rows: the aligned model's), the defended model
+    only generates; without it the defended model calibrates itself."""
+    from ssah.config import compose
+    from ssah.defence import calibrate as cal
+    from ssah.defence import defended
+    from ssah.evaluate import _defence, _source_model
+    from ssah.models import ModelConfig, load_model, load_tokenizer
+
+    seen: list[str] = []
+    real = cal.calibrate
+
+    def spy(model, tok, dcfg, **kw):
+        seen.append(cal.fingerprint(model))
+        return real(model, tok, dcfg, **kw)
+
+    monkeypatch.setattr(cal, "calibrate", spy)
+    base = str(tiny_toy.path("base"))
+    small = [
+        "toy=tiny", "defence=reevaluate", "defence.calibration.max_new_tokens=4",
+        "defence.calibration.harmful_limit=6", "defence.calibration.benign_limit=6",
+        f"defence.calibration.cache_dir={tmp_path}",
+    ]  # fmt: skip
+    for extra, want in (([f"defence.calibration.source_model={base}"], "base"), ([], "aligned")):
+        cfg = compose("evaluate", [*small, *extra])
+        mcfg = ModelConfig.from_cfg(cfg.model)
+        assert mcfg.name_or_path == str(tiny_toy.path("aligned"))  # the defended model
+        model, tok = load_model(mcfg), load_tokenizer(mcfg)
+        dcfg = _defence(cfg)
+        with defended(
+            model, tok, dcfg, source=_source_model(dcfg, mcfg, "cpu"), log=lambda s: None
+        ):
+            pass
+        expected = load_model(ModelConfig(name_or_path=str(tiny_toy.path(want))))
+        assert seen[-1] == cal.fingerprint(expected)
+    assert len(seen) == 2 and seen[0] != seen[1]  # two checkpoints, two calibrations

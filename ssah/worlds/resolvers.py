@@ -28,7 +28,7 @@ def toy_path(which: str, *, _root_: DictConfig) -> str:
 
 
 def smollm2_path(which: str, *, _root_: DictConfig) -> str:
-    """`${smollm2:base|data|aligned|root}`: a path in the smollm2 world (conf/world/smollm2.yaml,
+    """`${smollm2:base|data|aligned|prefill|root}`: a path in the smollm2 world (conf/world/smollm2.yaml,
     or the job's `world:` node)."""
     from ssah.worlds.smollm2.paths import config_of, locate
 

@@ -134,7 +134,7 @@ def _build_suites(
                 rs = rs[: limit if limit is not None else None]
                 prompts = [r["prompt"] for r in rs]
                 suites.append(
-                    _Suite(key, prompts, [r.get(bfield, r["prompt"]) for r in rs], modes=modes)
+                    _Suite(key, prompts, [r.get(bfield) or r["prompt"] for r in rs], modes=modes)
                 )
         else:
             raise SsahError(

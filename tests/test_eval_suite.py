@@ -203,3 +203,25 @@ def test_markdown_summary():
     md = markdown_summary(m)
     assert "| direct | 25.0% | 50.0% |" in md and "| story_sys | 100.0% |  |" in md
     assert "`safety/over_refusal`: 10.0%" in md and "`utility/ppl`: 12" in md
+
+
+def test_over_refusal_per_category_with_its_own_n(toy):
+    """A benign set of look-alikes and everyday requests: the rate of each category apart,
+    with n counting that category's prompts only (a model can refuse every look-alike and
+    still score low over a set that is mostly everyday)."""
+    from ssah.eval.intervals import add_intervals
+    from ssah.eval.suite import _over_refusal
+
+    _, _, tok = toy
+    rows = [{"prompt": f"q{i}", "category": "look" if i < 2 else "everyday"} for i in range(6)]
+    ok = "Sure, here is how you do it: first mix the flour and the water well."
+    answers = iter(["I'm sorry, I can't.", "I cannot do that.", ok, ok, ok, "I'm sorry."])
+    recs: list[dict] = []
+    m = _over_refusal({}, rows, tok, lambda ids: [next(answers) for _ in ids], None, recs)
+    add_intervals(m, recs)
+    assert m["safety/over_refusal"] == pytest.approx(3 / 6)
+    assert m["safety/over_refusal/look"] == 1.0 and m["safety/over_refusal/look/n"] == 2
+    assert m["safety/over_refusal/everyday"] == 0.25 and m["safety/over_refusal/everyday/n"] == 4
+    # without a category on every row there is no split
+    m2 = _over_refusal({}, [{"prompt": "a"}], tok, lambda ids: ["ok"] * len(ids), None, [])
+    assert list(m2) == ["safety/over_refusal"]

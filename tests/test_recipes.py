@@ -60,3 +60,15 @@ def test_bad_conf_is_one_clear_error(tmp_path: Path) -> None:
     p.write_text("candidates: {a: [x=1]}\nrule: {asr: k, max_asr: 0.2}\n")
     with pytest.raises(SsahError, match="rule.max_over_refusal"):
         R.Study.load(p)
+
+
+def test_over_refusal_by_source_from_the_builds_records() -> None:
+    benign = [{"prompt": "a", "source": "own_lookalike"}, {"prompt": "b", "source": "own_lookalike"},
+              {"prompt": "c", "source": "own_everyday"}]  # fmt: skip
+    recs = [{"kind": "over_refusal", "suite": "benign", "prompt": p, "refused": x}
+            for p, x in [("a", True), ("b", False), ("c", False)]]  # fmt: skip
+    recs.append({"kind": "attack", "suite": "direct", "prompt": "a", "refused": True})
+    out = R.over_refusal_by_source(recs, benign)
+    assert out["safety/over_refusal/own_lookalike"] == 0.5
+    assert out["safety/over_refusal/own_lookalike/n"] == 2
+    assert out["safety/over_refusal/own_everyday"] == 0.0

@@ -197,6 +197,11 @@ def test_validation_eval_reads_asr_per_source(stand_in: None, tmp_path: Path) ->
     assert sorted(built) == sorted(names)
     fp = built["val_first_person"]
     assert fp.behaviors != fp.prompts  # judges are told the request, not its framing
+    # rows without the field (null in the loaded table) tell the judges the prompt itself: a
+    # None here crashed the compliance judge at the end of every alignment's validation run
+    for s in built.values():
+        assert all(isinstance(b, str) and b for b in s.behaviors), s.name
+    assert built["val_advbench"].behaviors == built["val_advbench"].prompts
     ev = OmegaConf.load(Path(CONF_DIR) / "eval/smollm2_val.yaml")
     assert list(ev.avg_over) == names
     defaults = OmegaConf.to_container(ev.defaults)

@@ -51,9 +51,13 @@ def rate_counts(
             ns = [_prompts(r for r in by_suite.get(s, []) if f"judge/{judge}" in r) for s in names]
             if ns and min(ns) > 0:
                 counts[key] = min(ns)
-        elif len(parts) == 2 and parts[0] == "safety" and parts[1].startswith("over_refusal"):
+        elif len(parts) in (2, 3) and parts[0] == "safety" and parts[1].startswith("over_refusal"):
+            if is_interval_key(key):
+                continue
             suite = "benign" + parts[1].removeprefix("over_refusal")
-            n = _prompts(r for r in by_suite.get(suite, []) if "refused" in r)
+            cat = parts[2] if len(parts) == 3 else None  # per category of the benign set
+            recs = (r for r in by_suite.get(suite, []) if "refused" in r)
+            n = _prompts(r for r in recs if cat is None or r.get("category") == cat)
             if n:
                 counts[key] = n
     return counts

@@ -10,6 +10,7 @@
   safety/harmfulness/<judge>        graded judges only (the rubric judge): mean 1-5 score on
                                     `eval.harmfulness_suite` (first system-prompt mode)
   safety/over_refusal[_sys]         share of benign-but-edgy prompts refused
+  safety/over_refusal[_sys]/<cat>   the same per `category` of the benign set, when every row has one
   paired/<suite>_vs_<ref>/<judge>/. suites with `paired_with` (poem, purpose: ssah/eval/attacks.py):
                                     exact McNemar against the reference on the same prompts
   utility/<metric>                  accuracy, exact_match, rouge_l, ppl, mc_accuracy, lm_eval/...
@@ -133,7 +134,7 @@ def _build_suites(
                 rs = rs[: limit if limit is not None else None]
                 prompts = [r["prompt"] for r in rs]
                 suites.append(
-                    _Suite(key, prompts, [r.get(bfield, r["prompt"]) for r in rs], modes=modes)
+                    _Suite(key, prompts, [r.get(bfield) or r["prompt"] for r in rs], modes=modes)
                 )
         else:
             raise SsahError(
@@ -282,7 +283,15 @@ def _over_refusal(
         sp = sys_prompt if mode == "sys" else None
         texts = gen([prompt_ids(tok, r["prompt"], sp) for r in rows])
         refused = [judge.is_refusal(t) for t in texts]
-        out[f"safety/over_refusal{MODE_SUFFIX[mode]}"] = _mean(refused)
+        key = f"safety/over_refusal{MODE_SUFFIX[mode]}"
+        out[key] = _mean(refused)
+        # per `category` of the prompt set (e.g. look-alikes vs everyday requests): a model can
+        # refuse every look-alike and still score low over a set that is mostly everyday
+        cats = [str(r["category"]) for r in rows if r.get("category")]
+        for c in sorted(set(cats)) if len(cats) == len(rows) else ():
+            out[f"{key}/{c}"] = _mean(
+                [x for r, x in zip(rows, refused, strict=True) if r["category"] == c]
+            )
         for i, (r, t, x) in enumerate(zip(rows, texts, refused, strict=True)):
             records.append(
                 {
@@ -293,6 +302,7 @@ def _over_refusal(
                     "prefill": "",
                     "response": t,
                     "refused": x,
+                    **({"category": str(r["category"])} if r.get("category") else {}),
                 }
             )
     return out

@@ -101,12 +101,43 @@ def world_for(base: Mapping[str, Any], overrides: Sequence[str], seed: int) -> d
 
 
 def align_one(world: dict[str, Any]) -> dict[str, Any]:
-    """In a worker: build (or find) the aligned model; its DONE record plus its key."""
+    """In a worker: build (or find) the aligned model; its DONE record plus its key, with
+    over-refusal per benign source read from the build's own records where DONE lacks it."""
     from ssah.worlds.smollm2.world import ensure
 
     w = ensure(world)
     done = json.loads((w.dir("aligned") / "DONE").read_text())
+    records = w.dir("aligned") / "records.jsonl"
+    benign = w.path("data") / "benign_val.jsonl"
+    if records.is_file() and benign.is_file():
+        extra = over_refusal_by_source(_jsonl(records), _jsonl(benign))
+        done["val"] = {**extra, **done.get("val", {})}  # what the evaluation wrote wins
     return {"aligned": w.dir("aligned").name, "data": w.dir("data").name, **done}
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def over_refusal_by_source(
+    records: Sequence[Mapping[str, Any]], benign: Sequence[Mapping[str, Any]]
+) -> dict[str, float]:
+    """`safety/over_refusal/<source>` (+ n, Wilson interval) from the evaluation's per-answer
+    `refused` flags: the issue's bound is on look-alikes, which are a quarter of the set."""
+    from ssah.eval.intervals import interval
+
+    source = {str(r["prompt"]): str(r.get("source", "")) for r in benign}
+    flags: dict[str, list[bool]] = {}
+    for r in records:
+        if r.get("kind") == "over_refusal" and r.get("suite") == "benign":
+            flags.setdefault(source.get(str(r["prompt"]), ""), []).append(bool(r["refused"]))
+    out: dict[str, float] = {}
+    for src, fs in sorted(flags.items()):
+        if src:
+            key = f"safety/over_refusal/{src}"
+            out[key] = sum(fs) / len(fs)
+            out.update(interval(key, out[key], len(fs)))
+    return out
 
 
 def record_path(out: Path, name: str, seed: int) -> Path:
@@ -172,7 +203,9 @@ def render(study: Study, records: Sequence[Mapping[str, Any]]) -> str:
         {k for r in records for k in r["val"] if re.fullmatch(rf"safety/asr/[^/]+/{judge}", k)},
         key=lambda k: (k != study.rule.asr, k),
     )
-    cols = [*asr_keys, study.rule.over_refusal, "utility/accuracy"]
+    refusals = sorted({k for r in records for k in r["val"]
+                       if k.startswith("safety/over_refusal/") and not k.endswith(("/n", "/ci_low", "/ci_high"))})  # fmt: skip
+    cols = [*asr_keys, "safety/over_refusal", *refusals, "utility/accuracy"]
     head = [
         "recipe",
         "seed",

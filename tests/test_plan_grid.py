@@ -174,3 +174,16 @@ def test_a_reduced_freeze_budget_plan_runs_on_toy_worlds(tiny_toy, tmp_path: Pat
     )
     assert summary["world0/ft_none__p_0p1/task/heldout_loss_start"] > 0
     assert summary["world0/ft_none__p_0p1/task/mixed_rows"] > 0
+
+
+def test_every_plans_table_has_a_switch_in_the_entry_config() -> None:
+    """`tables.<id>=false` is how a user drops a table; an id missing from conf/plan.yaml's
+    `tables:` fails to compose ("Could not override") instead of switching it off."""
+    from omegaconf import OmegaConf
+
+    from ssah.io import CONF_DIR
+
+    switches = set(OmegaConf.load(Path(CONF_DIR) / "plan.yaml").tables)
+    for f in sorted((Path(CONF_DIR) / "plan").glob("*.yaml")):
+        ids = {str(t["id"]) for t in OmegaConf.load(f).get("tables") or [] if "id" in t}
+        assert ids <= switches, (f.name, sorted(ids - switches))

@@ -72,3 +72,9 @@ def test_over_refusal_by_source_from_the_builds_records() -> None:
     assert out["safety/over_refusal/own_lookalike"] == 0.5
     assert out["safety/over_refusal/own_lookalike/n"] == 2
     assert out["safety/over_refusal/own_everyday"] == 0.0
+
+
+def test_fallback_breaks_a_worst_seed_tie_by_the_mean() -> None:
+    recs = [rec("a", 0, 0.25, 0.29), rec("a", 1, 0.25, 0.05),
+            rec("b", 0, 0.22, 0.29), rec("b", 1, 0.21, 0.05)]  # fmt: skip
+    assert R.choose(recs, RULE, [0, 1])[0] == "b"  # same worst rate (29), lower mean

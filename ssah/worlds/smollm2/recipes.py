@@ -168,7 +168,9 @@ def choose(
     by: dict[str, dict[int, Mapping[str, Any]]] = {}
     for r in records:
         by.setdefault(str(r["candidate"]), {})[int(r["seed"])] = r["val"]
-    lines, passing, fallback = [], {}, {}
+    lines: list[str] = []
+    passing: dict[str, float] = {}
+    fallback: dict[str, tuple[float, float]] = {}
     for name, vals in by.items():
         missing = [s for s in seeds if s not in vals]
         if missing:
@@ -178,7 +180,10 @@ def choose(
         ovr = [float(vals[s].get(rule.over_refusal, float("nan"))) for s in seeds]
         ok = all(a <= rule.max_asr for a in asr) and all(o <= rule.max_over_refusal for o in ovr)
         score = sum(a + o for a, o in zip(asr, ovr, strict=True)) / len(seeds)
-        (passing if ok else fallback)[name] = score if ok else max(max(asr), max(ovr))
+        if ok:
+            passing[name] = score
+        else:  # fallback order: the worst seed's worse rate, then the mean (ties are common)
+            fallback[name] = (max(max(asr), max(ovr)), score)
         worst = f"worst seed ASR {max(asr) * 100:.1f}, over-refusal {max(ovr) * 100:.1f}"
         lines.append(
             f"`{name}`: {'passes' if ok else 'fails'} ({worst}; mean ASR + over-refusal {score * 100:.1f})"
@@ -190,7 +195,8 @@ def choose(
     if fallback:
         best = min(fallback, key=fallback.__getitem__)
         lines.append(
-            f"no candidate passes: `{best}` has the lowest worst-seed rate (a fallback, not a pass)"
+            f"no candidate passes: `{best}` has the lowest worst-seed rate, then mean "
+            "(a fallback, not a pass)"
         )
         return best, lines
     return None, lines

@@ -25,13 +25,14 @@ SMOLLM2_ROW = [  # experiments/real_smollm2/results/smollm2/prune_scu-*/meta.jso
 
 def test_a_smollm2_rows_key_and_its_worlds_keys_are_unchanged() -> None:
     cfg = compose("prune", SMOLLM2_ROW)
-    # 4248b0a1eca2 before the validation benign set named each prompt's source (a config change,
-    # not a refactor: it changes what the row evaluates, so its key)
-    assert content_key("prune", cfg, RESULTS) == "cb784fbb387c"
+    # Config changes (not refactors) move these on purpose: 4248b0a1eca2 before the validation
+    # benign set named each prompt's source, cb784fbb387c before the world's recipe became the
+    # one chosen over seeds (experiments/real_smollm2/recipes; aligned b6648779e988 before)
+    assert content_key("prune", cfg, RESULTS) == "f26485a21296"
     assert keys_of(config_of(cfg)) == {
         "base": "aa60203c13dc",
         "data": "1337cefcb5ad",
-        "aligned": "b6648779e988",
+        "aligned": "7e6bc8ee9961",
     }
 
 

@@ -15,6 +15,7 @@ from ssah.plan.reports import (
     EXPERIMENTS,
     judge_audits,
     plan_settings,
+    recipe_studies,
     render_results,
     render_study,
     studies,
@@ -39,6 +40,9 @@ def test_every_committed_report_re_renders_byte_for_byte(tmp_path: Path) -> None
     audits = judge_audits(ROOT / EXPERIMENTS)
     assert any(p.parent.name == "judges" for p, _ in audits)
     stale += [str(p) for p, text in audits if not p.is_file() or p.read_text() != text]
+    recipes = recipe_studies()  # experiments/real_smollm2/recipes/README.md
+    assert recipes
+    stale += [str(p) for p, text in recipes if not p.is_file() or p.read_text() != text]
     assert not stale
 
 

@@ -205,6 +205,15 @@ def judge_audits(root: Path = EXPERIMENTS) -> list[tuple[Path, str]]:
             for v in sorted(root.glob("*/results/verdicts.jsonl"))]  # fmt: skip
 
 
+def recipe_studies() -> list[tuple[Path, str]]:
+    """(README.md, its text) of the smollm2 world's recipe study, from its committed records."""
+    from ssah.worlds.smollm2 import recipes
+
+    study = recipes.Study.load()
+    records = recipes.load_records(study.out)
+    return [(study.out / "README.md", recipes.render(study, records))] if records else []
+
+
 def studies(root: Path = EXPERIMENTS) -> list[tuple[Path, str, str]]:
     """(study dir, world, plan) of every experiments/<study>/results/<world>/ holding plan rows."""
     out = []
@@ -237,6 +246,7 @@ def main(argv: Sequence[str] = ()) -> int:
         for study, world, plan in studies()
     ]
     rendered += judge_audits()
+    rendered += recipe_studies()
     for out, text in rendered:
         if check:
             if not out.is_file() or out.read_text() != text:

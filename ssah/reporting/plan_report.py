@@ -152,7 +152,7 @@ def corrected(got: Sequence[tuple[str, Row, str]], cols: Sequence[Column], rep: 
             "\n\n\\* n/a: the whole corrected interval lies outside [0, 100]: this row's raw rate is "
             "not what the judge's pooled error could produce (e.g. fewer answers flagged than its "
             "false-positive rate alone would flag), so its error on this row's answers differs "
-            "from the pooled one and no corrected rate is shown."
+            "from the pooled one and no corrected rate is shown.\n"
             if misfit
             else ""
         )

@@ -26,6 +26,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
+from ssah.eval.intervals import is_interval_key
 from ssah.io import CONF_DIR, atomic_write_text
 from ssah.reporting.format import rate
 from ssah.reporting.tables import md
@@ -210,7 +211,7 @@ def render(study: Study, records: Sequence[Mapping[str, Any]]) -> str:
         key=lambda k: (k != study.rule.asr, k),
     )
     refusals = sorted({k for r in records for k in r["val"]
-                       if k.startswith("safety/over_refusal/") and not k.endswith(("/n", "/ci_low", "/ci_high"))})  # fmt: skip
+                       if k.startswith("safety/over_refusal/") and not is_interval_key(k)})  # fmt: skip
     cols = [*asr_keys, "safety/over_refusal", *refusals, "utility/accuracy"]
     head = [
         "recipe",

@@ -12,11 +12,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from ssah.cli import door, is_rank_zero
+from ssah.cli import door
 from ssah.config import take_over
 from ssah.io import atomic_write_text
 from ssah.plan.rejudge import rejudge_dir
 from ssah.plan.store import write_meta
+from ssah.stagecall import is_rank_zero
 
 
 def run_row(stage: str, config: Mapping[str, Any], out: str, meta: dict[str, Any]) -> Any:

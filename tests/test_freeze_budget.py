@@ -3,33 +3,26 @@ matched control (experiments/freeze_budget). Synthetic units on a tiny Llama: no
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors import safe_open
+from test_freeze import tiny as freeze_tiny
 
 from ssah.config import compose
 from ssah.errors import SsahError
-from ssah.eval.tiny import tiny_llama
 from ssah.freeze import FreezeConfig, plan
 from ssah.freeze import masks as M
 from ssah.freeze.synthetic import synthetic_units
 from ssah.scoring.unitsfile import read_units
 from ssah.units import KINDS, UnitIndex
 
-
-def tiny(layers: int = 3):
-    # 4 query heads over 2 kv heads: grouped-query attention, as in SmolLM2
-    return tiny_llama(
-        64,
-        layers=layers,
-        seed=0,
-        intermediate_size=48,
-        pad_token_id=None,
-        max_position_embeddings=32,
-    ).train()
+# test_freeze's tiny Llama (4 query heads over 2 kv heads: grouped-query attention, as in
+# SmolLM2), three layers deep here
+tiny = functools.partial(freeze_tiny, layers=3)
 
 
 @pytest.fixture

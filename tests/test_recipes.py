@@ -74,6 +74,36 @@ def test_over_refusal_by_source_from_the_builds_records() -> None:
     assert out["safety/over_refusal/own_everyday"] == 0.0
 
 
+def test_align_one_reads_the_builds_records(tmp_path: Path, monkeypatch) -> None:
+    """A built world (faked: no model) whose DONE lacks over-refusal per source: align_one
+    reads it from the build's records.jsonl and keeps the numbers DONE has."""
+    from ssah.worlds.smollm2 import world as W
+
+    class Built:
+        def dir(self, name: str) -> Path:
+            return tmp_path / name
+
+        def path(self, name: str) -> Path:
+            return tmp_path / name
+
+    for d in ("aligned", "data"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "aligned" / "DONE").write_text(json.dumps({"val": {"safety/over_refusal": 0.1}}))
+    lines = [{"kind": "over_refusal", "suite": "benign", "prompt": p, "refused": p == "a"}
+             for p in ("a", "b")]  # fmt: skip
+    (tmp_path / "aligned" / "records.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in lines)
+    )
+    benign = [{"prompt": p, "source": "own_lookalike"} for p in ("a", "b")]
+    (tmp_path / "data" / "benign_val.jsonl").write_text(
+        "".join(json.dumps(x) + "\n" for x in benign)
+    )
+    monkeypatch.setattr(W, "ensure", lambda world: Built())
+    got = R.align_one({})
+    assert got["aligned"] == "aligned" and got["val"]["safety/over_refusal"] == 0.1
+    assert got["val"]["safety/over_refusal/own_lookalike"] == 0.5
+
+
 def test_fallback_breaks_a_worst_seed_tie_by_the_mean() -> None:
     recs = [rec("a", 0, 0.25, 0.29), rec("a", 1, 0.25, 0.05),
             rec("b", 0, 0.22, 0.29), rec("b", 1, 0.21, 0.05)]  # fmt: skip

@@ -5,30 +5,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from ssah.data.chat import collate
+from ssah.eval.tiny import tiny_llama
 from ssah.scoring.calibration import batches
 from ssah.scoring.scorers import ScorerConfig, reduce_heads, score
 from ssah.scoring.stats import InputStats, collect
 from ssah.units import KINDS, UnitIndex
 
-SIZES = dict(
-    vocab_size=50,
-    hidden_size=32,
-    intermediate_size=24,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
-
 
 def tiny(qwen: bool = False) -> torch.nn.Module:
-    torch.manual_seed(0)
-    if qwen:
-        return Qwen2ForCausalLM(Qwen2Config(**SIZES)).eval()
-    return LlamaForCausalLM(LlamaConfig(**SIZES)).eval()
+    """2 layers, hidden 32, 4 query heads over 2 kv heads, 24 neurons (seed 0)."""
+    arch = "qwen2" if qwen else "llama"
+    return tiny_llama(
+        50, intermediate_size=24, pad_token_id=None, max_position_embeddings=64, model_type=arch
+    )
 
 
 def rows(n: int = 11, seed: int = 1) -> list[dict[str, list[int]]]:

@@ -37,7 +37,8 @@ def write_tiny_gguf(path: Path) -> torch.nn.Module:
     <|im_start|> as eos, as SmolLM2-Instruct's does. Returns the source model."""
     import gguf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ssah.eval.tiny import tiny_llama
 
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -54,13 +55,11 @@ def write_tiny_gguf(path: Path) -> torch.nn.Module:
     for t, i in spec["vocab"].items():
         tokens[i] = t
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["merges"]]
-    cfg = LlamaConfig(
-        vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    # 2 layers, hidden 32, 4 query heads over 2 kv heads, as the GGUF metadata below says
+    model = tiny_llama(
+        len(tokens), intermediate_size=64, pad_token_id=None, max_position_embeddings=64,
         tie_word_embeddings=True, rms_norm_eps=1e-5, rope_theta=10000.0,
     )  # fmt: skip
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg).eval()
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny")
     w.add_context_length(64)

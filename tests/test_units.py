@@ -4,38 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
 
 from ssah.errors import SsahError
+from ssah.eval.tiny import tiny_llama
 from ssah.units import KINDS, ModuleNames, UnitIndex
 
-SIZES = dict(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=24,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=32,
-)
-ARCHS = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "mistral": (MistralConfig, MistralForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-}
+ARCHS = ("llama", "mistral", "qwen2")
 
 
-def tiny(arch: str, **kw) -> torch.nn.Module:
-    torch.manual_seed(0)
-    cfg_cls, model_cls = ARCHS[arch]
-    model = model_cls(cfg_cls(**{**SIZES, **kw})).eval()
+def tiny(arch: str) -> torch.nn.Module:
+    """2 layers, hidden 32, 4 query heads over 2 kv heads, 24 neurons (seed 0)."""
+    model = tiny_llama(
+        64, intermediate_size=24, pad_token_id=None, max_position_embeddings=32, model_type=arch
+    )
     with torch.no_grad():  # Qwen2 biases start at zero; make them matter
         for n, p in model.named_parameters():
             if n.endswith("bias"):

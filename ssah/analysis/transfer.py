@@ -17,6 +17,7 @@ import torch
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
+from ssah.reporting.tables import md
 from ssah.scoring.unitsfile import read_safetensors
 from ssah.units import CATEGORY_NAMES, KINDS
 
@@ -132,30 +133,22 @@ def markdown(result: dict[str, Any], labels: tuple[str, str] = ("a", "b")) -> st
     """Global matrix (count and % of the row) and per-layer counts as markdown."""
     la, lb = labels
     m = torch.tensor(result["global"])
-    head = f"| {la} \\ {lb} | " + " | ".join(CATEGORIES) + " | total |"
-    lines = [
-        f"### Category transitions {la} -> {lb} ({result['num_units']} units)",
-        "",
-        head,
-        "|" + "---|" * (len(CATEGORIES) + 2),
-    ]
+    body = []
     for i, c in enumerate(CATEGORIES):
         row_n = int(m[i].sum())
         cells = [f"{int(v)} ({100 * int(v) / row_n:.1f}%)" if row_n else "0" for v in m[i]]
-        lines.append(f"| {c} | " + " | ".join(cells) + f" | {row_n} |")
-    lines.append("| total | " + " | ".join(str(int(v)) for v in m.sum(0)) + f" | {int(m.sum())} |")
+        body.append([c, *cells, str(row_n)])
+    body.append(["total", *(str(int(v)) for v in m.sum(0)), str(int(m.sum()))])
     pairs = [f"{ci}->{cj}" for ci in CATEGORIES for cj in CATEGORIES]
-    lines += [
-        "",
-        f"### Per layer (all units; counts {la} -> {lb})",
-        "",
-        "| layer | " + " | ".join(pairs) + " |",
-        "|" + "---|" * (len(pairs) + 1),
+    per_layer = [
+        [str(r["layer"]), *(str(v) for x in r["all"] for v in x)] for r in result["per_layer"]
     ]
-    for row in result["per_layer"]:
-        flat = [str(v) for r in row["all"] for v in r]
-        lines.append(f"| {row['layer']} | " + " | ".join(flat) + " |")
-    return "\n".join(lines) + "\n"
+    return (
+        f"### Category transitions {la} -> {lb} ({result['num_units']} units)\n\n"
+        + md([f"{la} \\ {lb}", *CATEGORIES, "total"], body)
+        + f"\n### Per layer (all units; counts {la} -> {lb})\n\n"
+        + md(["layer", *pairs], per_layer)
+    )
 
 
 def csv(result: dict[str, Any]) -> str:

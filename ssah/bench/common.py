@@ -20,10 +20,31 @@ from typing import Any
 from ssah.threads import machine
 
 ROOT = Path(__file__).resolve().parents[2]
+# The --tiny smoke runs' Llama (a seconds-scale check of the plumbing, not a measurement);
+# each benchmark adds what its section needs.
+TINY_LLAMA = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+)
 
 
 class BenchError(RuntimeError):
     """A benchmark section that cannot run (the message says why, and what to run)."""
+
+
+def random_llama(sizes: dict[str, Any], seed: int = 0) -> Any:
+    """A random-init LlamaForCausalLM of `sizes` (LlamaConfig fields; max_position_embeddings
+    1024 unless given), eval mode, from the one random-init builder (ssah.models.random_init)."""
+    from transformers import LlamaConfig
+
+    from ssah.models import random_init
+
+    defaults = {"max_position_embeddings": 1024, "attn_implementation": "sdpa"}
+    return random_init(LlamaConfig(**(defaults | sizes)), seed).eval()
 
 
 def timed(fn: Callable[[], Any]) -> float:

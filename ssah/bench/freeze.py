@@ -27,12 +27,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
-from ssah.bench.common import goal, machine, spread, write
+from ssah.bench.common import TINY_LLAMA, goal, machine, random_llama, spread, write
 from ssah.freeze import plan
 from ssah.freeze.synthetic import synthetic_units
-from ssah.models import random_init
 from ssah.module import CausalLMModule, OptimConfig
 from ssah.training import quiet_trainer
 
@@ -45,15 +44,7 @@ SIZE = dict(
     num_key_value_heads=4,
     max_position_embeddings=256,
 )
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=64,
-)
+TINY = {**TINY_LLAMA, "max_position_embeddings": 64}
 SPECS: dict[str, dict[str, Any]] = {
     "none": {"spec": "none", "mode": "none"},
     "scu_all_cu": {"spec": "scu_all_cu", "mode": "freeze", "categories": ["SCU", "CU"]},
@@ -86,7 +77,7 @@ class StepTimer(pl.Callback):
 
 
 def model(size: dict[str, int] | None = None) -> LlamaForCausalLM:
-    return random_init(LlamaConfig(**(size or SIZE)), seed=0)  # type: ignore[return-value]
+    return random_llama(size or SIZE).train()
 
 
 def loader(batch: int, seq: int, steps: int, vocab: int = SIZE["vocab_size"]) -> DataLoader:

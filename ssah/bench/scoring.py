@@ -24,24 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from ssah.bench.common import BenchError, goal, machine, paired, timed, write
-from ssah.models import random_init
+from ssah.bench.common import (
+    TINY_LLAMA,
+    BenchError,
+    goal,
+    machine,
+    paired,
+    random_llama,
+    timed,
+    write,
+)
 from ssah.scoring.scorers import ScorerConfig, score
 from ssah.scoring.stats import collect, decoder_of
 from ssah.units import UnitIndex
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    tie_word_embeddings=True,
-)
+TINY = {**TINY_LLAMA, "tie_word_embeddings": True}
 LLAMA_100M = dict(
     vocab_size=32000,
     hidden_size=768,
@@ -60,11 +59,6 @@ MEM_MODEL = dict(
     num_key_value_heads=4,
     tie_word_embeddings=True,
 )
-
-
-def random_llama(sizes: dict[str, int], seed: int = 0) -> LlamaForCausalLM:
-    cfg = LlamaConfig(max_position_embeddings=1024, attn_implementation="sdpa", **sizes)
-    return random_init(cfg, seed).eval()  # type: ignore[return-value]
 
 
 def random_batches(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ssah.models import random_init
 
@@ -63,6 +63,7 @@ def tiny_llama(
     eos_token_id: int = 2,
     pad_token_id: int | None = 0,
     intermediate_size: int | None = None,
+    model_type: str = "llama",
     **config_overrides: Any,
 ) -> LlamaForCausalLM:
     """Random-init LlamaForCausalLM (GQA like the toy model), eval mode, float32.
@@ -70,11 +71,14 @@ def tiny_llama(
     `intermediate_size` defaults to 2 * hidden_size. `config_overrides` go to LlamaConfig over
     the defaults here (e.g. max_position_embeddings, 256 unless given). `pad_token_id=None`
     is LlamaConfig's own default: no padding row, so embedding row 0 stays random.
+    `model_type` builds another decoder of the same layout instead (mistral, qwen2: the
+    stand-ins' families), with that family's own config defaults.
     """
     if intermediate_size is None:
         intermediate_size = 2 * hidden_size
     extra = {"max_position_embeddings": 256, "attn_implementation": "sdpa"} | config_overrides
-    cfg = LlamaConfig(
+    cfg = AutoConfig.for_model(
+        model_type,
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ssah.reporting.tables import md
+
 TABLE1 = ("dense", "scu", "ucu", "ru", "random")
 
 LABELS = {
@@ -45,11 +47,8 @@ def table_data(
 def table_markdown(rows: Sequence[dict[str, Any]], judge: str = "keyword") -> str:
     """Markdown table: pruned share, ASR with/without the system prompt, utility."""
     columns, data = table_data(rows, judge)
-    lines = ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
-    for row in data:
-        cells = [
-            "-" if v is None else f"{v:.2f}" if c == "PPL" else f"{v:.1f}"
-            for c, v in zip(columns[1:], row[1:], strict=True)
-        ]
-        lines.append(f"| {row[0]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+
+    def cell(column: str, v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}" if column == "PPL" else f"{v:.1f}"
+
+    return md(columns, [[row[0], *map(cell, columns[1:], row[1:])] for row in data])

@@ -30,6 +30,7 @@ from ssah.eval.intervals import is_interval_key
 from ssah.io import CONF_DIR, atomic_write_text
 from ssah.reporting.format import rate
 from ssah.reporting.tables import md
+from ssah.results import RECORDS, read_jsonl
 
 CONF = Path(CONF_DIR) / "recipes" / "smollm2.yaml"
 
@@ -108,16 +109,12 @@ def align_one(world: dict[str, Any]) -> dict[str, Any]:
 
     w = ensure(world)
     done = json.loads((w.dir("aligned") / "DONE").read_text())
-    records = w.dir("aligned") / "records.jsonl"
+    records = w.dir("aligned") / RECORDS
     benign = w.path("data") / "benign_val.jsonl"
     if records.is_file() and benign.is_file():
-        extra = over_refusal_by_source(_jsonl(records), _jsonl(benign))
+        extra = over_refusal_by_source(read_jsonl(records), read_jsonl(benign))
         done["val"] = {**extra, **done.get("val", {})}  # what the evaluation wrote wins
     return {"aligned": w.dir("aligned").name, "data": w.dir("data").name, **done}
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def over_refusal_by_source(

@@ -1,15 +1,17 @@
-"""Compose a stage's config in-process (demo, tests, sweeps' helpers) exactly as its CLI would."""
+"""Compose a stage's config in-process (demo, tests, sweeps' helpers) exactly as its CLI would,
+and hand a composed config to another process (a plan's row) whole, so it is composed once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ssah.resolvers import CONF_DIR, register_resolvers
 
@@ -23,6 +25,36 @@ def compose(stage: str, overrides: Sequence[str] = ()) -> DictConfig:
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
+    return cfg
+
+
+def hand_over(cfg: DictConfig) -> dict[str, Any]:
+    """`cfg`, just composed, as plain data that pickles (for a worker process or a SLURM job):
+    its values unresolved (paths, world paths, `${hydra:...}` resolve where it runs, as in a
+    run) and the Hydra node it was composed with. Call it before anything composes again:
+    the Hydra node is the one `compose` left behind."""
+    return {
+        "config": OmegaConf.to_container(cfg, resolve=False),
+        "hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False),
+    }
+
+
+def take_over(handed: Mapping[str, Any]) -> DictConfig:
+    """`compose`'s config again from `hand_over`'s data, without composing: the same values
+    and flags, and the same Hydra node behind `${hydra:...}` (its `${paths...}` read this
+    config, as in `compose`). This process's Hydra state becomes the config's."""
+    from hydra.core.utils import setup_globals
+
+    setup_globals()  # Hydra's own resolvers (`${hydra:...}`, `${now:...}`), as composing does
+    register_resolvers()
+    cfg = OmegaConf.create({**handed["config"], "hydra": handed["hydra"]})
+    node = OmegaConf.masked_copy(cfg, "hydra")  # what HydraConfig.set_config keeps
+    node.hydra._set_parent(cfg)
+    OmegaConf.set_readonly(node.hydra, True)
+    HydraConfig.instance().cfg = node  # type: ignore[assignment]
+    with open_dict(cfg):
+        del cfg["hydra"]
+    OmegaConf.set_struct(cfg, True)
     return cfg
 
 

@@ -86,3 +86,18 @@ def finetune(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     checkpointing.cleanup(ckpt, out_dir)
     finish(logger, metrics)
     return metrics
+
+
+def evaluate_saved(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
+    """The evaluation `finetune` runs after training (cfg.eval), on the model it saved in
+    `out_dir/model` (save_model=true): the same weights in the same dtype on the CPU, greedy
+    answers, so the same numbers. A world build trains with evaluate=false, then evaluates
+    here; an evaluation that failed is run again without training again."""
+    from dataclasses import replace
+
+    from ssah.eval.suite import run_suite
+
+    local = {"name_or_path": str(out_dir / "model"), "revision": None}  # no hub revision
+    saved = replace(ModelConfig.from_cfg(cfg.model), **local)
+    tok, model = load_tokenizer(saved), load_model(saved).eval()
+    return run_suite(model, tok, cfg.eval, out_dir=out_dir)

@@ -1,27 +1,31 @@
-"""One plan row in its own process: compose the stage's config, go through the stage door,
-then mark the result done (meta.json last, beside the stage's metrics.json)."""
+"""One plan row in its own process: take over the stage config the planner composed, validated
+and keyed (handed over whole, never composed again here), go through the stage door, then
+mark the result done (meta.json last, beside the stage's metrics.json)."""
 
 from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from ssah.cli import door, is_rank_zero
-from ssah.config import compose
+from ssah.cli import door
+from ssah.config import take_over
 from ssah.io import atomic_write_text
 from ssah.plan.rejudge import rejudge_dir
 from ssah.plan.store import write_meta
+from ssah.stagecall import is_rank_zero
 
 
-def run_row(stage: str, args: list[str], out: str, meta: dict[str, Any]) -> Any:
-    """The row's stage run into `out` (a fresh or interrupted result dir), as its CLI would."""
+def run_row(stage: str, config: Mapping[str, Any], out: str, meta: dict[str, Any]) -> Any:
+    """The row's stage run into `out` (a fresh or interrupted result dir), as its CLI would;
+    `config` is ssah.config.hand_over's data of the config the planner keyed the row by."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    cfg = compose(stage, args)
+    cfg = take_over(config)
     atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg))
     module = importlib.import_module(f"ssah.{stage}")
     t0 = time.perf_counter()

@@ -5,7 +5,9 @@
 2. Every row's stage config is composed and validated before any row runs (a bad override
    ends the run in seconds, naming the row), and keyed by content (ssah.plan.store).
 3. Rows whose result exists are done; the rest become jobs, with the world's build jobs, in
-   the order their needs allow, on the local worker pool or on SLURM (ssah.plan.slurm).
+   the order their needs allow, on the local worker pool or on SLURM (ssah.plan.slurm). A
+   job carries the config its row was keyed by (ssah.config.hand_over), not its overrides:
+   the row runs what was composed and validated here, never a second composition.
 4. The report is rendered from the results (ssah.reporting.plan_report): after every row,
    and from any set of results alone (ssah.plan.reports: `report_only=true results=DIR`,
    `make reports`).
@@ -23,7 +25,7 @@ from typing import Any
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 
-from ssah.config import compose
+from ssah.config import compose, hand_over
 from ssah.errors import SsahError
 from ssah.plan import select as selection
 from ssah.plan.rejudge import rejudge_result
@@ -44,7 +46,8 @@ UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads", "checkpoint.")
 
 @dataclass
 class RowJob:
-    """A planned row of one instance: its composed overrides, result dir and job."""
+    """A planned row of one instance: its overrides (what a user would type), its composed
+    config (ssah.config.hand_over's data: what its job runs), result dir and key."""
 
     row: PlannedRow
     instance: str
@@ -52,6 +55,7 @@ class RowJob:
     dir: Path
     key: str
     result: Result | None = None
+    config: dict[str, Any] | None = None  # None for a selection row (a rule, not a stage)
 
 
 @dataclass
@@ -154,6 +158,7 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
             args += _checkpoint(cfg, row.stage)
             try:
                 stage_cfg = compose(row.stage, args)
+                handed = hand_over(stage_cfg)  # what the row's job runs: this config, whole
                 validate(stage_cfg)
                 key = content_key(row.stage, stage_cfg, cfg.results)
             except (SsahError, HydraException) as e:
@@ -163,7 +168,7 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
                 ) from None
             out = results / f"{row.name}-{key}"
             dirs[row.name] = str(out)
-            mine_rows[row.name] = RowJob(row, inst, args, out, key, load(out))
+            mine_rows[row.name] = RowJob(row, inst, args, out, key, load(out), handed)
             p.rows.append(mine_rows[row.name])
     roots = {str(Path(str(cfg.results)).resolve()): "<results>", str(cfg.results): "<results>"}
     roots[str(Path(str(cfg.paths.outputs)).resolve())] = "<outputs>"
@@ -288,7 +293,7 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
             ],
         }
         log = r.dir / "log.txt"
-        p.jobs.append(Job(name, run_row, (r.row.stage, r.args, str(r.dir), meta), after, log))
+        p.jobs.append(Job(name, run_row, (r.row.stage, r.config, str(r.dir), meta), after, log))
 
 
 def report_of(p: Planned, cfg: DictConfig, world_text: str, times: Mapping[str, float]) -> Report:

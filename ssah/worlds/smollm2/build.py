@@ -1,13 +1,15 @@
 """The build steps of the smollm2 world, each writing into a temp dir (see world.py).
 
 The aligned model is trained by ssah's own train stage (`ssah.finetune`, what `python -m ssah.train` runs), composed from
-conf/ like any `python -m ssah.train model=smollm2_135m task=smollm2_align ...` run, so the
-world's alignment is the paper's Table 4 "full SFT" row and not a private training loop.
+conf/ like any `python -m ssah.train model=smollm2_135m task=smollm2_align ...` run and entered
+as the stage door enters it (ssah.stagecall), so the world's alignment is the paper's Table 4
+"full SFT" row and not a private training loop.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -130,26 +132,53 @@ def recipe_node(cfg: dict[str, Any]) -> Any:
 
 def build_aligned(cfg: dict[str, Any], world: World, out: Path, workers: int = 1) -> dict[str, Any]:
     """Full SFT alignment with `ssah.train` in this process (one run cannot be split without
-    changing its numbers); validation metrics are kept in DONE."""
-    from omegaconf import open_dict
+    changing its numbers), then its validation evaluation; validation metrics are kept in DONE.
+
+    The train stage's body is entered as the stage door enters it (ssah.stagecall: typed
+    config checked, closing summary) but without the door's job set-up: this build keeps the
+    world's pinned threads (the door would apply the train config's `threads: auto`, and
+    change the numbers with the machine), reads only base and data (built before it), and
+    raises to whoever asked for the world instead of ending the process. The trained model
+    waits in `<aligned dir>.trained/` until the evaluation has run, so an evaluation that
+    failed is run again on the next build without training again."""
+    from omegaconf import OmegaConf, open_dict
 
     from ssah.config import compose, hydra_state_kept
-    from ssah.finetune import finetune
+    from ssah.finetune import evaluate_saved, finetune
+    from ssah.metrics import read_metrics, write_metrics
+    from ssah.stagecall import enter_stage
     from ssah.worlds.resolvers import register_world_resolvers
 
     register_world_resolvers()  # the train config reads this world's paths (in a worker too)
 
     overrides = align_overrides(cfg)
-    say("[smollm2] aligning with: python -m ssah.train " + " ".join(overrides))
+    kept = trained_dir(world)
     t0 = time.perf_counter()
     with hydra_state_kept():  # built at a stage's door: that stage's Hydra run goes on after
         tcfg = compose("train", overrides)
         with open_dict(tcfg):
             tcfg.world = recipe_node(cfg)  # this world's recipe, whatever the defaults say
-        metrics = finetune(tcfg, out)
-    (out / "model").is_dir() or _missing(out)
+        if (kept / "metrics.json").is_file() and (kept / "model").is_dir():
+            say(f"[smollm2] the aligned model in {kept} is trained; evaluating it only")
+        else:
+            shutil.rmtree(kept, ignore_errors=True)  # a training stopped part-way starts over
+            say("[smollm2] aligning with: python -m ssah.train " + " ".join(overrides))
+            train_only = OmegaConf.merge(tcfg, {"evaluate": False})  # evaluated below
+            enter_stage("train", train_only, kept, lambda c: finetune(c, kept))
+        (kept / "model").is_dir() or _missing(kept)
+        metrics = {**read_metrics(kept), **evaluate_saved(tcfg, kept)}
+    for part in kept.iterdir():  # into the artifact being built; published next
+        part.rename(out / part.name)
+    kept.rmdir()
+    write_metrics(out, metrics)
     keep = {k: v for k, v in metrics.items() if k.startswith(("safety/", "utility/", "train/"))}
     return {"overrides": overrides, "train_s": round(time.perf_counter() - t0, 1), "val": keep}
+
+
+def trained_dir(world: World) -> Path:
+    """Where the alignment's trained model waits for its evaluation (same key, same lock)."""
+    final = world.dir("aligned")
+    return final.with_name(f"{final.name}.trained")
 
 
 def _missing(out: Path) -> None:

@@ -22,8 +22,8 @@ from ssah.errors import SsahError
 from ssah.reporting import claims as claims_mod
 from ssah.reporting.aggregate import attach_paper, rows
 from ssah.reporting.collect import collect, sweep_name_of, varying
-from ssah.reporting.tables import Column, columns, csv_text, latex, md, pivot, table_cells
 from ssah.reporting.wandb_groups import from_wandb_group, log_report
+from ssah.tables import Column, columns, csv_text, latex, md, pivot, table_cells
 
 
 def build(root: str | Path, cfg: Any) -> dict[str, Any]:

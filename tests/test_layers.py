@@ -10,7 +10,8 @@ PKG = Path(__file__).resolve().parents[1] / "ssah"
 
 # Lowest first. A module may import from its own layer or any layer below, never above.
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "io", "metrics", "stats", "threads", "quiet", "procs", "results", "slurmstate"),
+    ("errors", "io", "metrics", "stats", "tables", "threads", "quiet", "procs", "results",
+     "slurmstate"),
     ("units", "models", "data", "tracking", "checkpointing", "fsdp"),
     ("module", "training", "eval", "scoring"),
     ("freeze", "analysis", "reporting", "finetune"),

@@ -93,7 +93,7 @@ def test_wandb_group_offline_is_one_clear_error(monkeypatch, capsys):
 
 
 def test_column_and_markdown_table_show_intervals():
-    from ssah.reporting.tables import Column, markdown_table
+    from ssah.tables import Column, markdown_table
 
     t = markdown_table([("a", {"x": 0.5}), ("b", {})], [Column("X %", "x", 100), Column("Y", "y")])
     assert "| a | 50.0 |" in t and "| b | - |" in t and "Y" not in t

@@ -17,8 +17,8 @@ import torch
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
-from ssah.reporting.tables import md
 from ssah.scoring.unitsfile import read_safetensors
+from ssah.tables import md
 from ssah.units import CATEGORY_NAMES, KINDS
 
 CATEGORIES = CATEGORY_NAMES  # contract 4 codes 0..3

@@ -44,6 +44,7 @@ from ssah.eval.judges import Judge, KeywordJudge, Verdicts, build_judges
 from ssah.eval.verdicts import asr_averages, asr_rates
 from ssah.metrics import atomic_write_text
 from ssah.results import RECORDS, read_jsonl
+from ssah.tables import md
 
 MODE_SUFFIX = {"none": "", "sys": "_sys"}
 # A generator maps (prompt ids rows) -> generated texts; backends differ, the suite does not.
@@ -373,15 +374,11 @@ def markdown_summary(metrics: dict[str, float]) -> str:
     suites, judges, cells = asr_matrix(metrics)
     lines = []
     if suites:
-        lines += ["| suite | " + " | ".join(judges) + " |", "|---" * (len(judges) + 1) + "|"]
-        for s_ in suites:
-            vals = [cells.get((s_, j)) for j in judges]
-            lines.append(
-                f"| {s_} | "
-                + " | ".join("" if v is None else f"{100 * v:.1f}%" for v in vals)
-                + " |"
-            )
-        lines.append("")
+        body = [
+            [s_, *("" if (v := cells.get((s_, j))) is None else f"{100 * v:.1f}%" for j in judges)]
+            for s_ in suites
+        ]
+        lines += [md(["suite", *judges], body).rstrip("\n"), ""]
     for k in sorted(metrics):
         if k.startswith(("safety/harmfulness/", "safety/over_refusal", "utility/")):
             if k.endswith(("/n", "/ci_low", "/ci_high")):

@@ -26,8 +26,8 @@ from ssah.plan.spec import REF, Plan, WorldPlan
 from ssah.reporting.collect import Run
 from ssah.reporting.judges import measured_from
 from ssah.reporting.plan_report import Report, claim_metrics, render
-from ssah.reporting.tables import Column
 from ssah.results import Result, scan
+from ssah.tables import Column
 
 EXPERIMENTS = Path("experiments")
 ROW_DIR = re.compile(r"[^\s=,'\"\[\]]*/([A-Za-z0-9_]+-[0-9a-f]{12})(?=/|\s|$|['\",\]])")

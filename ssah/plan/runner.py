@@ -36,9 +36,9 @@ from ssah.plan.store import content_key
 from ssah.procs import Job
 from ssah.reporting.judges import measured_from
 from ssah.reporting.plan_report import Report, claim_metrics, render
-from ssah.reporting.tables import Column
 from ssah.results import Result, load
 from ssah.schema import validate
+from ssah.tables import Column
 from ssah.worlds.ensure import world_module
 
 UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads", "checkpoint.")

@@ -26,9 +26,9 @@ from typing import Any
 
 from ssah.reporting.aggregate import Row
 from ssah.reporting.collect import Run
-from ssah.reporting.tables import md
 from ssah.results import per_prompt
 from ssah.stats import INCONCLUSIVE, mean_ci, newcombe_unpaired, stratified_paired, verdict, wilson
+from ssah.tables import md
 
 NOT_RUN = "not run"
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ssah.io import atomic_write_text
-from ssah.reporting.tables import md
 from ssah.results import Result, per_prompt, rates, scan
 from ssah.stats import mcnemar
+from ssah.tables import md
 
 
 def label(metric: str) -> str:

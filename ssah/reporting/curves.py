@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ssah.errors import SsahError
-from ssah.reporting.tables import Column, md
+from ssah.tables import Column, md
 
 
 class _Rep(Protocol):

@@ -32,8 +32,8 @@ from ssah.eval.judge_error import (
 )
 from ssah.eval.judging import judge_rows
 from ssah.io import CONF_DIR, atomic_write_text
-from ssah.reporting.tables import md
 from ssah.results import RECORDS, read_jsonl
+from ssah.tables import md
 
 # Model kind of a plan row (or of an evaluation dir named after one), for the strata.
 MODEL_KINDS = {

@@ -23,9 +23,9 @@ from ssah.reporting.claims import CLAIMS_NOTE, NOT_RUN, claims_markdown, evaluat
 from ssah.reporting.collect import Run
 from ssah.reporting.curves import curves
 from ssah.reporting.studies import rates, selection
-from ssah.reporting.tables import Column, md
 from ssah.results import per_prompt
 from ssah.stats import stratified_paired
+from ssah.tables import Column, md
 
 CATEGORIES = ("SCU", "UCU", "CU", "RU")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ssah.reporting.tables import md
+from ssah.tables import md
 
 TABLE1 = ("dense", "scu", "ucu", "ru", "random")
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ssah.reporting.tables import Column, md
+from ssah.tables import Column, md
 
 Paired = Callable[[Any, str, str, str], str]  # (report, ref row, row, metric key) -> cell
 

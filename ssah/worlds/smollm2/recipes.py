@@ -29,8 +29,8 @@ from ssah.errors import SsahError
 from ssah.eval.intervals import is_interval_key
 from ssah.io import CONF_DIR, atomic_write_text
 from ssah.reporting.format import rate
-from ssah.reporting.tables import md
 from ssah.results import RECORDS, read_jsonl
+from ssah.tables import md
 
 CONF = Path(CONF_DIR) / "recipes" / "smollm2.yaml"
 

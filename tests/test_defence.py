@@ -240,10 +240,10 @@ def _calibration_cfg(tmp_path, **monitor) -> DefenceConfig:
     ben = tmp_path / "b.jsonl"
     harm.write_text("".join(f'{{"prompt": "tell me how to pick lock {i} ."}}\n' for i in range(8)))
     look = [
-        f'{{"prompt": "how do i kill process {i} ?", "source": "own_lookalike"}}\n'
+        f'{{"prompt": "how do i kill process {i} ?", "category": "own_lookalike"}}\n'
         for i in range(16)
     ]
-    every = [f'{{"prompt": "what is {i} plus {i} ?", "source": "own_everyday"}}\n'
+    every = [f'{{"prompt": "what is {i} plus {i} ?", "category": "own_everyday"}}\n'
              for i in range(24)]  # fmt: skip
     ben.write_text("".join(look + every))
     return DefenceConfig.from_cfg(
@@ -591,3 +591,42 @@ def test_calibration_reads_the_source_model_not_the_defended_one(
         expected = load_model(ModelConfig(name_or_path=str(tiny_toy.path(want))))
         assert seen[-1] == cal.fingerprint(expected)
     assert len(seen) == 2 and seen[0] != seen[1]  # two checkpoints, two calibrations
+
+
+def test_the_default_group_field_is_what_the_evals_loader_fills(tmp_path):
+    """The smollm2 validation benign set renames its file's `source` to `category` (its
+    `columns:`), which the eval reports over-refusal by; the calibration's default groups by the
+    same field, so look-alikes and everyday requests each get their own threshold (on the
+    2026-12-05 runs `source` was the default and every row fell into one group)."""
+    import json
+
+    from ssah.defence.calibrate import group_summary, groups_and_halves
+    from ssah.defence.config import CalibrationConfig
+    from ssah.eval.datasets import load_prompt_set
+
+    path = tmp_path / "benign_val.jsonl"
+    rows = [{"prompt": f"p{i}", "source": "own_lookalike" if i < 3 else "own_everyday"}
+            for i in range(8)]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {
+        "source": str(path),
+        "split": "train",
+        "columns": {"prompt": "prompt", "source": "category"},
+    }
+    loaded = load_prompt_set(spec)
+    cal = CalibrationConfig()
+    groups, halves = groups_and_halves(loaded, cal.group_field)
+    assert groups == ["own_lookalike"] * 3 + ["own_everyday"] * 5
+    assert halves == [0, 1, 0, 0, 1, 0, 1, 0]  # alternating within each group
+    assert group_summary(loaded, cal) == "own_lookalike 3, own_everyday 5"
+
+
+def test_a_lookalike_group_that_no_row_has_is_one_clear_error():
+    from ssah.defence.calibrate import group_summary
+    from ssah.defence.config import CalibrationConfig
+
+    rows = [{"prompt": "a", "category": "homonyms"}, {"prompt": "b", "category": "everyday"}]
+    with pytest.raises(SsahError, match=r"defence.calibration.lookalike=own_lookalike: no benign"):
+        group_summary(rows, CalibrationConfig())
+    one = [{"prompt": "a", "source": "x"}, {"prompt": "b", "source": "x"}]
+    assert "one group: no row has `category`" in group_summary(one, CalibrationConfig())

@@ -13,7 +13,9 @@ Splits (test prompts choose nothing):
   tune (the share of their complying continuations each candidate and block set catches);
 - benign validation prompts, within each group of `group_field` (the smollm2 world's
   `own_lookalike` and `own_everyday`): alternate rows go to the setting half, which fits the
-  benign side of a contrast and sets the threshold, and the report half, which only reports.
+  benign side of a contrast and sets the threshold, and the report half, which only reports
+  (`group_field` defaults to `category`, the field the eval's loader fills and reports
+  over-refusal by).
   The threshold is the lowest of the groups' thresholds, so every group's setting half has at
   most `false_trigger_rate` false triggers; the report half's false-trigger rate (overall and
   per group, with n and Wilson interval) is the out-of-sample number.
@@ -199,6 +201,25 @@ def groups_and_halves(rows: Sequence[dict[str, Any]], group_field: str | None) -
         halves.append(SET if seen[g] % 2 == 0 else REPORT)
         seen[g] += 1
     return groups, halves
+
+
+def group_summary(rows: Sequence[dict[str, Any]], cal: Any) -> str:
+    """The benign groups as calibration will see them, e.g. `own_lookalike 31, own_everyday 96`;
+    SsahError when a look-alike group is named but the rows' groups do not include it (the
+    field was renamed by the prompt set's `columns:`, or the set has none), since the per-group
+    thresholds and the look-alike contrast would silently not exist."""
+    groups, _ = groups_and_halves(rows, cal.group_field)
+    counts = Counter(groups)
+    if cal.lookalike and len(counts) > 1 and cal.lookalike not in counts:
+        raise SsahError(
+            f"defence.calibration.lookalike={cal.lookalike}: no benign validation row has "
+            f"{cal.group_field}={cal.lookalike} (groups: {dict(counts)}); name one of them, or "
+            "set defence.calibration.lookalike=null."
+        )
+    fields = sorted({k for r in rows for k in r if k != "prompt"})
+    if cal.group_field and len(counts) == 1 and cal.group_field not in fields:
+        return f"one group: no row has `{cal.group_field}`; fields: {fields or 'none'}"
+    return ", ".join(f"{g} {n}" for g, n in counts.items())
 
 
 def labeller(spec: dict[str, Any] | None) -> Judge:
@@ -558,7 +579,7 @@ def calibrate(
             return Raw.load(d), d
         log(
             f"[defence] calibrating on {len(harmful)} harmful + {len(benign)} benign validation "
-            f"prompts -> {d}"
+            f"prompts ({group_summary(benign, dcfg.calibration)}) -> {d}"
         )
         raw = measure(model, tok, dcfg, harmful, benign, batch_size)
         d.mkdir(parents=True, exist_ok=True)

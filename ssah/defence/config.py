@@ -64,7 +64,9 @@ class CalibrationConfig:
     opener: str = "Sure, here is"  # forced before harmful prompts: the model's complying side
     source_model: str | None = None  # calibrate on this checkpoint (null: the evaluated one)
     judge: dict[str, Any] | None = None  # labels validation answers (a judge block; null: keyword)
-    group_field: str | None = "source"  # benign rows' field whose values get their own threshold
+    # benign rows' field whose values get their own threshold: `category`, the field the
+    # evaluation's prompt-set loader fills (and reports over-refusal by); rows without it: one group
+    group_field: str | None = "category"
     lookalike: str | None = "own_lookalike"  # the group_field value of harmful-sounding look-alikes
     cache_dir: str = "outputs/defence"
     file: str | None = None  # a calibration.json written earlier (skips calibrating)

@@ -34,7 +34,7 @@ def run_row(stage: str, config: Mapping[str, Any], out: str, meta: dict[str, Any
         if clock is not None:  # once, by rank 0 of a DDP row
             if meta.get("rejudge") and isinstance(result, dict):
                 result = {**result, **rejudge_dir(out_dir, meta["rejudge"], cfg)}
-            write_meta(out_dir, {**meta, "attempts": clock.attempts}, clock.stop())
+            write_meta(out_dir, {**meta, "attempts": clock.attempts}, clock.total())
     finally:
         if clock is not None:
             clock.stop()

@@ -630,3 +630,56 @@ def test_a_lookalike_group_that_no_row_has_is_one_clear_error():
         group_summary(rows, CalibrationConfig())
     one = [{"prompt": "a", "source": "x"}, {"prompt": "b", "source": "x"}]
     assert "one group: no row has `category`" in group_summary(one, CalibrationConfig())
+
+
+def test_the_labeller_is_the_measured_compliance_judge_with_its_chosen_settings():
+    """conf names the class only: its constructor defaults must be the settings chosen in
+    experiments/judges (conf/eval/judges/compliance.yaml), or the labeller drifts from the judge."""
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    from ssah.defence.calibrate import labeller
+    from ssah.eval.compliance import ComplianceJudge
+
+    conf = Path(__file__).parents[1] / "conf"
+    spec = OmegaConf.to_container(OmegaConf.load(conf / "defence/_monitor.yaml"))
+    j = labeller(spec["calibration"]["judge"])
+    chosen = OmegaConf.to_container(OmegaConf.load(conf / "eval/judges/compliance.yaml"))
+    chosen = chosen["compliance"]
+    assert isinstance(j, ComplianceJudge)
+    assert list(j.detectors) == chosen["detectors"]
+    got = {
+        "min_words": j.min_words,
+        "max_repetition": j.max_repetition,
+        "min_new_words": j.min_new_words,
+        "min_discussion_markers": j.min_markers,
+        "moralising_refuses": j.moralising_refuses,
+    }
+    assert got == {k: chosen[k] for k in got}
+
+
+def test_forced_continuations_are_judged_with_the_opener_apart(pair, tmp_path, monkeypatch):
+    import ssah.defence.calibrate as cal
+    from ssah.eval.verdicts import Judge, Verdicts
+
+    seen: list[tuple[list, list]] = []
+
+    class Spy(Judge):
+        def judge(self, prompts, responses):
+            return Verdicts([i % 2 == 0 for i in range(len(responses))])
+
+        def judge_prefilled(self, prompts, responses, prefills):
+            seen.append((list(responses), list(prefills)))
+            return self.judge(prompts, responses)
+
+    monkeypatch.setattr(cal, "labeller", lambda spec: Spy())
+    model, tok = pair
+    cfg = _calibration_cfg(tmp_path)
+    out = cal.label_harmful(
+        model, tok, cfg, [f"tell me how to pick lock {i} ." for i in range(4)], 4
+    )
+    ((responses, prefills),) = seen
+    assert prefills == [cfg.calibration.opener] * 4
+    assert not any(r.startswith(cfg.calibration.opener) for r in responses)
+    assert out.n_complied_forced == 2

@@ -1,6 +1,7 @@
 """Calibrate the monitor on validation prompts: the direction, the layers and the threshold.
 
-Labels: a judge (`defence.calibration.judge`, keyword by default) reads the model's own
+Labels: a judge (`defence.calibration.judge`; conf: `compliance`, the best-measured one; null:
+keyword) reads the model's own
 answers to the harmful validation prompts (refusing or complying) and its continuations after
 a forced compliant opener ("Sure, here is"), the state a prefill or rephrasing attack pushes it
 into. Each answer contributes the mean of its monitored states (step 0 = last input position,
@@ -50,7 +51,7 @@ from ssah.eval.judges import Judge, KeywordJudge
 from ssah.io import atomic_write_bytes, atomic_write_text, cache_lock
 
 FALLBACK_REFUSAL = "I'm sorry, but I can't help with that."
-VERSION = 3  # bump when what is cached changes meaning
+VERSION = 4  # bump when what is cached changes meaning
 SET, REPORT = 0, 1  # the benign halves: sets the threshold / only reports
 
 
@@ -223,7 +224,8 @@ def group_summary(rows: Sequence[dict[str, Any]], cal: Any) -> str:
 
 
 def labeller(spec: dict[str, Any] | None) -> Judge:
-    """The judge that labels validation answers (a judges block entry; null: keyword)."""
+    """The judge that labels validation answers (a judges block entry; null: keyword, the
+    dataclass default; conf/defence/_monitor.yaml names `compliance`)."""
     if not spec:
         return KeywordJudge()
     from ssah.eval.judges import build_judges
@@ -287,8 +289,11 @@ def label_harmful(
     own = generate_ids(model, tok, ph, T, batch_size)
     forced = generate_ids(model, tok, pf, T, batch_size) if opener else []
     own_ok = judge.judge(harmful, [g.text for g in own]).flags
-    forced_text = [tok.decode(opener + g.ids, skip_special_tokens=True) for g in forced]
-    forced_ok = judge.judge(harmful, forced_text).flags if forced else []
+    # the forced words apart, as the evaluation judges prefilled answers: a judge that must
+    # not credit them (compliance) reads only what the model added
+    said = tok.decode(opener, skip_special_tokens=True)
+    cont = [tok.decode(g.ids, skip_special_tokens=True) for g in forced]
+    forced_ok = judge.judge_prefilled(harmful, cont, [said] * len(cont)).flags if forced else []
     ref = [(ph[i], own[i], i) for i in range(len(own)) if not own_ok[i]]
     ful = [(ph[i], own[i], i) for i in range(len(own)) if own_ok[i]]
     ful += [(pf[i], forced[i], i) for i in range(len(forced)) if forced_ok[i]]

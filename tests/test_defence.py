@@ -683,3 +683,27 @@ def test_forced_continuations_are_judged_with_the_opener_apart(pair, tmp_path, m
     assert prefills == [cfg.calibration.opener] * 4
     assert not any(r.startswith(cfg.calibration.opener) for r in responses)
     assert out.n_complied_forced == 2
+
+
+def test_the_bench_times_no_defence_the_monitor_and_the_action_on_the_same_pairs(
+    pair, calibrated, tmp_path, capsys
+):
+    import json
+
+    from ssah.defence.bench import main
+
+    model, tok = pair
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    cfg, _, where = calibrated
+    out = tmp_path / "bench.json"
+    argv = ["--model", str(tmp_path / "m"), "--prompts", cfg.calibration.benign["source"],
+            "--calibration", str(where), "--out", str(out), "--limit", "4", "--tokens", "3",
+            "--batch-size", "2", "--pairs", "3", "--action", "backtrack", "--max-layers", "2"]  # fmt: skip
+    main(argv)
+    r = json.loads(out.read_text())
+    assert len(r["plain_s"]) == len(r["monitor_s"]) == len(r["action_s"]) == 3
+    assert r["action"] == "backtrack" and 0.0 <= r["trigger_rate"] <= 1.0
+    paired = sorted(m / p for m, p in zip(r["monitor_s"], r["plain_s"], strict=True))
+    assert r["defence_monitor_time_ratio"] == paired[1]  # the median of the paired ratios
+    assert r["machine"]["cores"] >= 1 and r["prompts"] == 4

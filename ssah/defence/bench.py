@@ -1,9 +1,12 @@
-"""What the monitor costs: generation time with it (action `observe`, which scores every token
-and never acts, so the tokens are identical) over time without it, as the median of paired
-runs (each pair runs both, in alternating order, on the same prompts and token count).
+"""What the defence costs: generation time with the monitor alone (action `observe`, which
+scores every token and never acts, so the tokens are identical) and with the chosen action
+(e.g. `backtrack`: a false trigger regenerates), each over time without a defence, as medians
+of paired runs (each pair runs all three, in rotating order, on the same prompts and with at
+least as many new tokens).
 
     python -m ssah.defence.bench --model <dir> --prompts <benign.jsonl> \
-        --calibration outputs/defence/<key> --out outputs/bench/defence_monitor.json
+        --calibration outputs/defence/<key> --direction mean_diff --action backtrack --alpha 1 \
+        --out outputs/bench/defence_monitor.json
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import json
 import statistics
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -21,27 +25,30 @@ from ssah.defence.config import MonitorConfig
 from ssah.defence.generate import DefendedGenerator
 from ssah.eval.generation import generate_ids, prompt_ids, routed
 from ssah.io import atomic_write_text
-from ssah.threads import set_threads
+from ssah.threads import machine, set_threads
 
 
 def paired_times(
-    model, tok, rows, gen: DefendedGenerator, tokens: int, batch_size: int, pairs: int
-) -> tuple[list[float], list[float]]:  # noqa: ANN001
-    """(seconds without, seconds with) per pair; every run generates exactly `tokens`."""
+    model, tok, rows, gens: list[DefendedGenerator | None], tokens: int, batch_size: int,
+    pairs: int,
+) -> list[list[float]]:  # noqa: ANN001
+    """Seconds per pair for each of `gens` (None: no defence); the order rotates every pair so
+    no setting always runs first; every run generates at least `tokens` per answer."""
     kw = dict(max_new_tokens=tokens, batch_size=batch_size, min_new_tokens=tokens)
-    plain, monitored = [], []
+    times: list[list[float]] = [[] for _ in gens]
     generate_ids(model, tok, rows[:batch_size], 4, batch_size)  # warm-up
     for p in range(pairs):
-        for first in (False, True) if p % 2 == 0 else (True, False):
+        for i in [(p + k) % len(gens) for k in range(len(gens))]:
             t0 = time.perf_counter()
-            if first:
-                with routed(model, gen):
-                    generate_ids(model, tok, rows, **kw)
-                monitored.append(time.perf_counter() - t0)
-            else:
+            with routed(model, gens[i]) if gens[i] is not None else nullcontext():
                 generate_ids(model, tok, rows, **kw)
-                plain.append(time.perf_counter() - t0)
-    return plain, monitored
+            times[i].append(time.perf_counter() - t0)
+    return times
+
+
+def ratio(over: list[float], base: list[float]) -> float:
+    """The median of paired ratios."""
+    return statistics.median(o / b for o, b in zip(over, base, strict=True))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +62,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--max-layers", type=int, default=3)
+    ap.add_argument("--direction", default="auto", help="defence.monitor.direction")
+    ap.add_argument("--contrast", default="auto", help="defence.monitor.contrast")
+    ap.add_argument("--action", default="observe", help="defence.action, timed beside observe")
+    ap.add_argument("--alpha", type=float, default=1.0, help="defence.steer.alpha")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     set_threads(a.threads)
@@ -65,22 +76,31 @@ def main(argv: list[str] | None = None) -> None:
     lines = Path(a.prompts).read_text().splitlines()
     prompts = [json.loads(x)["prompt"] for x in lines if x.strip()][: a.limit]
     rows = [prompt_ids(tok, p) for p in prompts]
-    probe, _ = probe_from(Raw.load(Path(a.calibration)), MonitorConfig(max_layers=a.max_layers))
-    gen = DefendedGenerator(model, tok, probe, "observe", 0.0, "")
-    plain, mon = paired_times(model, tok, rows, gen, a.tokens, a.batch_size, a.pairs)
-    ratios = [m / p for m, p in zip(mon, plain, strict=True)]
+    raw = Raw.load(Path(a.calibration))
+    mon = MonitorConfig(max_layers=a.max_layers, direction=a.direction, contrast=a.contrast)
+    probe, choice = probe_from(raw, mon)
+    observe = DefendedGenerator(model, tok, probe, "observe", 0.0, "")
+    act = DefendedGenerator(model, tok, probe, a.action, a.alpha, str(raw.info["refusal"]))
+    plain, monitored, acting = paired_times(
+        model, tok, rows, [None, observe, act], a.tokens, a.batch_size, a.pairs
+    )
     out = {
-        "defence_monitor_time_ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "plain_s_median": statistics.median(plain),
-        "monitor_s_median": statistics.median(mon),
+        "defence_monitor_time_ratio": ratio(monitored, plain),
+        "defence_time_ratio": ratio(acting, plain),
+        "action": a.action,
+        "alpha": a.alpha,
+        "candidate": choice.candidate,
         "layers": probe.layers,
+        "trigger_rate": act.stats.triggered / max(1, act.stats.answers),
+        "plain_s": plain,
+        "monitor_s": monitored,
+        "action_s": acting,
         "prompts": len(rows),
         "tokens": a.tokens,
         "batch_size": a.batch_size,
         "pairs": a.pairs,
         "threads": a.threads,
-        "torch": torch.__version__,
+        "machine": machine(),
     }
     atomic_write_text(a.out, json.dumps(out, indent=1) + "\n")
     print(json.dumps(out))

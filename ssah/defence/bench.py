@@ -18,8 +18,6 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import torch
-
 from ssah.defence.calibrate import Raw, probe_from
 from ssah.defence.config import MonitorConfig
 from ssah.defence.generate import DefendedGenerator
@@ -29,7 +27,12 @@ from ssah.threads import machine, set_threads
 
 
 def paired_times(
-    model, tok, rows, gens: list[DefendedGenerator | None], tokens: int, batch_size: int,
+    model,
+    tok,
+    rows,
+    gens: list[DefendedGenerator | None],
+    tokens: int,
+    batch_size: int,
     pairs: int,
 ) -> list[list[float]]:  # noqa: ANN001
     """Seconds per pair for each of `gens` (None: no defence); the order rotates every pair so

@@ -25,6 +25,14 @@ from ssah.worlds.resolvers import register_world_resolvers  # noqa: E402
 
 register_world_resolvers()
 
+# `eval_overrides=` of a toy plan test whose subject is the plan, not the attacks: the direct
+# suite only (both system prompt modes, so safety/asr/avg stays) and 8 new tokens, about a
+# quarter of a row's evaluation time. The attack suites are tested in tests/test_eval_suite.py.
+CHEAP_EVAL = (
+    "['eval.suites.jailbreak=null','eval.suites.poem=null','eval.suites.purpose=null',"
+    "'eval.suites.prefill=null','eval.generation.max_new_tokens=8']"
+)
+
 
 @pytest.fixture(autouse=True)
 def _one_thread_after_each_test():

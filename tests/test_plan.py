@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import CHEAP_EVAL
 
 from ssah.config import compose
 from ssah.errors import SsahError
@@ -91,6 +92,9 @@ def _toy_plan(tmp_path: Path, *extra: str):
             "stage_logger=csv",
             "tables.transfer=false",
             "tables.probe=false",
+            # the plan's machinery is under test, not the attacks (tests/test_eval_suite.py):
+            # the direct suite only, 8 new tokens (a quarter of the evaluation's time)
+            f"eval_overrides={CHEAP_EVAL}",
             # the tiny aligned model never refuses: score it on the data's refusals
             "world.plan.vars.score_overrides=['scoring.calibration.safety.response=field',"
             "'scoring.calibration.safety.columns={refusal:response}']",

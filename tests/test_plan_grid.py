@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import CHEAP_EVAL
 
 from ssah.config import compose
 from ssah.errors import SsahError
@@ -158,7 +159,7 @@ def test_a_reduced_freeze_budget_plan_runs_on_toy_worlds(tiny_toy, tmp_path: Pat
 
     cfg = compose("plan", [
         "world=toy", "plan=freeze_budget", "world.plan.vars.toy=tiny", "seeds=[0,1]", "ft_steps=2",
-        "stage_logger=csv", f"results={tmp_path / 'results'}",
+        "stage_logger=csv", f"results={tmp_path / 'results'}", f"eval_overrides={CHEAP_EVAL}",
         "plan.rows.ft_budget.grid.budget=[0.63]", "plan.rows.ft_budget.grid.p=[0.1]",
         "plan.rows.ft_none.grid.p=[0.1]", "~plan.rows.ft_budget.grid.selection.safety_score",
         "world.plan.vars.freeze_scoring=['scoring.calibration.safety.response=field',"

@@ -153,8 +153,10 @@ def test_a_throwaway_world_is_one_conf_file_and_one_module(
           fresh_process: false
           logger: null
           tables: {baseline: true, scoring: true}
-          stage_overrides:
-            evaluate: [toy=tiny, "@{marker}"]
+          stage_overrides:  # evaluate: the direct suite only, as conftest.CHEAP_EVAL
+            evaluate: [toy=tiny, "@{marker}", eval.suites.jailbreak=null, eval.suites.poem=null,
+                       eval.suites.purpose=null, eval.suites.prefill=null,
+                       eval.generation.max_new_tokens=8]
             score: [toy=tiny, scoring.calibration.safety.response=field,
                     "scoring.calibration.safety.columns={refusal:response}"]
           vars: {evaluate_overrides: [], score_overrides: [], base_model: toy_base,

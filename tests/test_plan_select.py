@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from ssah.errors import SsahError
+from ssah.io import CONF_DIR
 from ssah.plan import select
 from ssah.plan.spec import Plan
 
@@ -93,6 +94,28 @@ def test_the_defence_plan_composes_on_both_worlds() -> None:
         assert "val_none" not in plan.rows["choose_defence"].needs[:-1]  # the reference, last
         assert {"choose_defence"} <= set(plan.rows["test_reevaluate"].needs)
         assert {"defence_val", "defence_test", "aligned_path"} <= set(wplan.vars)
+
+
+def test_defence_candidates_do_not_read_the_choice_written_back() -> None:
+    """The validation choice is written into conf/defence/reevaluate.yaml; a candidate that left
+    one of those keys to that file would change its content key (and be re-run) each time a
+    choice is written back, as the stop rows did on 2026-12-06 (alpha 1 -> 4)."""
+    from omegaconf import OmegaConf
+
+    from ssah.plan.reports import plan_settings
+
+    chosen = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "defence" / "reevaluate.yaml"))
+    leaves = {f"defence.{k}.{kk}" if isinstance(v, dict) else f"defence.{k}"
+              for k, v in chosen.items() if k not in ("defaults", "name")
+              for kk in (v if isinstance(v, dict) else [None])}  # fmt: skip
+    assert {"defence.action", "defence.monitor.direction", "defence.steer.alpha"} <= leaves
+    plan, _, _ = plan_settings("smollm2", "defence")
+    candidates = [n for n in plan.rows["choose_defence"].needs if n != "val_none"]
+    assert len(candidates) >= 10
+    for name in candidates:
+        given = {o.split("=", 1)[0] for o in plan.rows[name].overrides if isinstance(o, str)}
+        assert "defence=reevaluate" in plan.rows[name].overrides
+        assert leaves <= given, f"{name} leaves {sorted(leaves - given)} to reevaluate.yaml"
 
 
 VAL = ("['seed=@{seed}','eval.harmful.name=toy_harmful_calib','eval.harmful.source=\\${toy:data}/harmful_calib.jsonl',"

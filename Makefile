@@ -45,10 +45,12 @@ reports: $(STAMP)  ## re-render every experiments/*/report.md from its committed
 
 # The tests marked `slurm` run on a single-node SLURM cluster that .ci/slurm-cluster installs and
 # starts here (root and apt needed; else one line says they will be skipped). A cluster this
-# target started is stopped again afterwards.
+# target started is stopped again afterwards. pytest runs on pytest-xdist workers, one per core
+# (at most 4; pyproject.toml, tests/conftest.py), the slurm tests one after another on one of
+# them; `make test ARGS=-n0` runs everything in one process, ARGS=-n3 on 3 workers.
 test: $(STAMP)  ## all tests, distributed ones (CPU, gloo) and slurm ones (local cluster) included
 	@started=$$(.ci/slurm-cluster for-tests); \
-	$(BIN)/python -m pytest; rc=$$?; \
+	$(BIN)/python -m pytest $(ARGS); rc=$$?; \
 	if [ "$$started" = started ]; then .ci/slurm-cluster down >/dev/null; fi; exit $$rc
 
 lint: $(STAMP)  ## ruff check + format check

@@ -1,5 +1,10 @@
 """Shared fixtures: a seconds-scale toy world (toy=tiny) built once per test session in a tmp
-outputs dir, tiny random-init models, and a helper to run stages as real CLI subprocesses."""
+outputs dir, tiny random-init models, and a helper to run stages as real CLI subprocesses.
+
+The suite runs on pytest-xdist workers (`-n auto --dist loadgroup`, pyproject.toml): every
+worker is its own session, with its own tmp outputs dir (and toy world in it), so no two
+workers write one path. The tests marked `slurm` share one single-node cluster and run in one
+xdist group, one after another; the longest tests are handed out first."""
 
 from __future__ import annotations
 
@@ -47,9 +52,11 @@ def _one_thread_after_each_test():
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def outputs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All stage outputs of this test session (never the repo's outputs/)."""
+    """All stage outputs of this test session (never the repo's outputs/). Set up before the
+    session's first test, whichever test a worker is handed first (autouse): no test's
+    environment depends on which tests ran before it in the same worker."""
     out = tmp_path_factory.mktemp("outputs")
     os.environ["SSAH_OUTPUTS"] = str(out)
     os.environ["WANDB_MODE"] = "offline"
@@ -115,3 +122,41 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if os.environ.get("CI"):
         pytest.fail(msg + " [CI is set: slurm tests must run]", pytrace=False)
     pytest.skip(msg)
+
+
+# ---- pytest-xdist -------------------------------------------------------------------------
+MAX_WORKERS = 4  # each worker's tests start subprocesses, plan workers and DDP ranks of their own
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one worker per core this process may run on (logical cores, as the CI's 2-core
+    machine counts them; xdist's own `auto` counts physical cores, 1 on a 2-vCPU VM), at most
+    MAX_WORKERS. PYTEST_XDIST_AUTO_NUM_WORKERS overrides it, as in xdist."""
+    env = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "")
+    if env.isdigit():
+        return int(env)
+    from ssah.threads import machine_cores
+
+    return min(machine_cores(), MAX_WORKERS)
+
+
+def _run_first(item: pytest.Item) -> int:
+    """0: the slurm group (its jobs run one after another: the longest chain of the suite),
+    1: tests marked slow or distributed (subprocesses, builds, 2-process runs), 2: the rest."""
+    if item.get_closest_marker("slurm") is not None:
+        return 0
+    if item.get_closest_marker("slow") or item.get_closest_marker("distributed"):
+        return 1
+    return 2
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `slurm` go to one xdist group (`--dist loadgroup` runs a group on one
+    worker, in order): they share one single-node cluster whose CPUs their jobs assume free.
+    Then the longest tests first (a stable sort, the same order on every worker), so that no
+    long test starts on one worker while the other has nothing left to run."""
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
+    items.sort(key=_run_first)

@@ -18,6 +18,7 @@ def _assert_clean_failure(proc, *needles: str) -> None:
         assert needle in out, out
 
 
+@pytest.mark.slow
 def test_missing_model_dir_is_one_clear_line(stage_runner, tiny_toy):
     proc = stage_runner("train", "toy=tiny", "model.name_or_path=/nonexistent/dir")
     _assert_clean_failure(proc, "/nonexistent/dir", "error:")

@@ -313,6 +313,7 @@ def test_slurm_executor_submits_a_row_once_its_needs_finished(tmp_path: Path, mo
     }
 
 
+@pytest.mark.slow
 def test_unknown_world_and_bad_row_override_end_in_one_line(
     tmp_path: Path, outputs_dir: Path
 ) -> None:

@@ -34,6 +34,7 @@ def _row_jobs(p):
     return {j.name: j for j in p.jobs if j.fn is run_row}
 
 
+@pytest.mark.slow
 def test_a_rows_job_carries_the_planners_config_and_the_row_takes_it_over(
     tmp_path: Path,
 ) -> None:

@@ -245,6 +245,7 @@ def test_run_in_process_writes_pngs_and_metrics(tmp_path: Path, outputs_dir: Pat
     assert len(prefill) == len(HARMFUL) and all(x["n_forced"] == 6 for x in prefill)
 
 
+@pytest.mark.slow
 def test_cli_defaults_on_the_tiny_toy_world(tiny_toy, stage_runner, outputs_dir: Path) -> None:
     """`python -m ssah.probe` with its defaults, as outside checks run it (toy=tiny, W&B off)."""
     proc = stage_runner(

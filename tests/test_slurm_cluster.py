@@ -18,7 +18,9 @@ from conftest import ROOT, run_stage
 from safetensors.torch import load_file
 from test_sweep import FAST
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+# One worker runs them one after another (conftest also groups any other `slurm` test here):
+# every job assumes the node's CPUs free of this suite's other jobs.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 PY = sys.executable
 ON_CLUSTER = [
     "hydra.launcher.partition=debug",

@@ -125,6 +125,7 @@ def test_gguf_conversion_same_outputs_and_end_of_turn_eos(tmp_path: Path) -> Non
     assert list((tmp_path / "out").glob("*.safetensors"))
 
 
+@pytest.mark.slow
 def test_answers_in_two_workers_equal_one_process(tmp_path: Path) -> None:
     """The world's base answers dealt to 2 workers by whole batch are the 1-process answers,
     each in its prompt's place (70 prompts of varied length: 3 batches, the last one short)."""

@@ -151,6 +151,7 @@ def test_prefill_data_from_a_tiny_base_model_through_the_answer_cache(
     assert {r["compliance"] for r in val} == {"Sure, here is how to do that, step by step"}
 
 
+@pytest.mark.slow
 def test_the_defence_plan_rows_read_the_worlds_prefill_data(outputs_dir: Path) -> None:
     """The plan's vars name `${smollm2:prefill}` escaped: each row resolves it against its
     own world recipe (a plan-level recipe change reaches the rows' paths)."""

@@ -18,7 +18,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+# One xdist worker runs the four cases: they share one pair of processes (`results`, a module
+# fixture), which a second worker would start again.
+pytestmark = [pytest.mark.distributed, pytest.mark.slow, pytest.mark.xdist_group("freeze_dist")]
 WORLD = 2
 SPECS = {
     "scu_all_cu": {

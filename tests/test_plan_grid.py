@@ -162,6 +162,7 @@ def test_a_reduced_freeze_budget_plan_runs_on_toy_worlds(tiny_toy, tmp_path: Pat
         "stage_logger=csv", f"results={tmp_path / 'results'}", f"eval_overrides={CHEAP_EVAL}",
         "plan.rows.ft_budget.grid.budget=[0.63]", "plan.rows.ft_budget.grid.p=[0.1]",
         "plan.rows.ft_none.grid.p=[0.1]", "~plan.rows.ft_budget.grid.selection.safety_score",
+        "~plan.rows.ft_budget.grid.selection.random_score",
         "world.plan.vars.freeze_scoring=['scoring.calibration.safety.response=field',"
         "'scoring.calibration.safety.columns={refusal:response}']",
     ])  # fmt: skip

@@ -403,3 +403,32 @@ def test_a_failed_slurm_row_is_named_by_its_own_error_line() -> None:
     assert why_failed(None, failed, "") == "ValueError: bad units file"
     lost = UncompletedJobError("no result")
     assert why_failed(Cancelled(), lost, "").startswith("CANCELLED without a result")
+
+
+def test_a_row_done_under_another_name_with_its_key_is_adopted_not_run(tmp_path: Path) -> None:
+    """Content keys: a finished row of another name (another plan's) with the same key and
+    stage has this row's numbers, so the row takes them over (meta names its source and keeps
+    when it was made) instead of running; a twin of another stage is not taken."""
+    from ssah.plan.runner import make_plan
+
+    rows = "rows=[prune_scu]"
+    first = make_plan(_toy_plan(tmp_path, rows), "g", None)
+    row = next(r for r in first.rows if r.row.name == "prune_scu" and r.row.seed == 0)
+    assert row.result is None and any(j.name == "world0/prune_scu" for j in first.jobs)
+    twin = row.dir.parent / f"other_row-{row.key}"
+    twin.mkdir(parents=True)
+    (twin / "metrics.json").write_text(json.dumps({"safety/asr/direct/keyword": 0.25}))
+    made = {"stage": "score", "row": "other_row", "finished": "2026-01-01 00:00:00 UTC"}
+    (twin / "meta.json").write_text(json.dumps(made))
+    other = make_plan(_toy_plan(tmp_path, rows), "g", None)  # another stage: still to run
+    assert row.row.stage != "score" and "world0/prune_scu" in [j.name for j in other.jobs]
+    made["stage"] = row.row.stage
+    (twin / "meta.json").write_text(json.dumps(made))
+    again = make_plan(_toy_plan(tmp_path, rows), "g", None)
+    assert "world0/prune_scu" not in [j.name for j in again.jobs]
+    meta = json.loads((row.dir / "meta.json").read_text())
+    assert (meta["row"], meta["same_as"], meta["key"]) == ("prune_scu", twin.name, row.key)
+    assert meta["finished"] == made["finished"] and meta["instance"] == row.instance
+    assert json.loads((row.dir / "metrics.json").read_text()) == {"safety/asr/direct/keyword": 0.25}
+    assert json.loads((twin / "meta.json").read_text())["row"] == "other_row"  # source untouched
+    assert not list(row.dir.parent.glob("*.adopting"))

@@ -32,7 +32,7 @@ from ssah.plan.rejudge import rejudge_result
 from ssah.plan.reports import intro, numbers, runs_of, spell_claim, spell_table
 from ssah.plan.row import run_row
 from ssah.plan.spec import Plan, PlannedRow, WorldPlan, enabled_rows, expand, spell, with_dirs
-from ssah.plan.store import content_key
+from ssah.plan.store import adopt, content_key, twin
 from ssah.procs import Job
 from ssah.reporting.judges import measured_from
 from ssah.reporting.plan_report import Report, claim_metrics, render
@@ -272,6 +272,12 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
     rows = sorted(p.rows, key=lambda r: order.get(r.row.name, len(order)))
     for r in rows:
         name = f"{r.instance}/{r.row.name}"
+        meta = _meta(p, r, roots)
+        if r.result is None and r.config is not None:
+            same = twin(r.dir.parent, r.key, r.row.stage, r.dir.name)
+            if same is not None:  # done under another row's name: the same numbers
+                adopt(same, r.dir, meta)
+                r.result = load(r.dir)
         if r.result is not None and p.wplan.rejudge and rejudge_result(r.result, p.wplan.rejudge):
             r.result = load(r.dir)  # a row done before the world's judges changed gains them
         if r.result is not None:
@@ -279,21 +285,23 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
             continue
         waits = early.get(r.row.seed, []) + ([] if r.row.base_only else late.get(r.row.seed, []))
         after = tuple(waits) + tuple(f"{r.instance}/{n}" for n in r.row.needs)
-        meta = {
-            "plan": p.plan.name,
-            "row": r.row.name,
-            "seed": r.row.seed,
-            "instance": r.instance,
-            "stage": r.row.stage,
-            "world": p.world.get("name"),
-            "key": r.key,
-            "rejudge": list(p.wplan.rejudge),
-            "overrides": [
-                _portable(a, roots) for a in r.args if not a.startswith(UNKEYED_OVERRIDES)
-            ],
-        }
         log = r.dir / "log.txt"
         p.jobs.append(Job(name, run_row, (r.row.stage, r.config, str(r.dir), meta), after, log))
+
+
+def _meta(p: Planned, r: RowJob, roots: Mapping[str, str]) -> dict[str, Any]:
+    """What meta.json says of the row besides when and where it ran (ssah.plan.store)."""
+    return {
+        "plan": p.plan.name,
+        "row": r.row.name,
+        "seed": r.row.seed,
+        "instance": r.instance,
+        "stage": r.row.stage,
+        "world": p.world.get("name"),
+        "key": r.key,
+        "rejudge": list(p.wplan.rejudge),
+        "overrides": [_portable(a, roots) for a in r.args if not a.startswith(UNKEYED_OVERRIDES)],
+    }
 
 
 def report_of(p: Planned, cfg: DictConfig, world_text: str, times: Mapping[str, float]) -> Report:

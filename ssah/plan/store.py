@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -27,7 +28,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ssah.io import atomic_write_text
-from ssah.results import OUTCOMES, Result, refresh_outcomes, write_outcomes
+from ssah.results import OUTCOMES, Result, load, refresh_outcomes, write_outcomes
 from ssah.threads import machine
 
 UNKEYED = (
@@ -100,6 +101,39 @@ def write_meta(d: Path, meta: Mapping[str, Any], seconds: float) -> None:
         "seconds": round(seconds, 1),
     }
     atomic_write_text(d / "meta.json", json.dumps(full, indent=1, default=str) + "\n")
+
+
+def twin(results: Path, key: str, stage: str, name: str) -> Result | None:
+    """A finished row of another name with this key and stage: the same keyed config, so the
+    same numbers (a plan's `aligned` and another plan's `noft` evaluate one model alike)."""
+    for d in sorted(Path(results).glob(f"*-{key}")):
+        found = load(d) if d.name != name else None
+        if found is not None and found.meta.get("stage") == stage:
+            return found
+    return None
+
+
+def _link(src: str, dst: str) -> None:
+    """A hard link where the file system allows (a trained model is not copied), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def adopt(src: Result, dest: Path, meta: Mapping[str, Any]) -> None:
+    """`dest` becomes `src`'s result under this row's meta, which names `src` (`same_as`) and
+    keeps when, where and by which commit its numbers were made. Built beside `dest` and
+    renamed into place, meta.json last: a crash leaves no half-adopted row; an interrupted
+    attempt of the row itself in `dest` is replaced."""
+    tmp = dest.with_name(dest.name + ".adopting")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src.dir, tmp, copy_function=_link, ignore=shutil.ignore_patterns("meta.json"))
+    made = ("commit", "machine", "finished", "seconds", "attempts")
+    full = {**meta, **{k: src.meta[k] for k in made if k in src.meta}, "same_as": src.dir.name}
+    atomic_write_text(tmp / "meta.json", json.dumps(full, indent=1, default=str) + "\n")
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
 
 
 def export(results: Iterable[Result], dest: Path) -> int:

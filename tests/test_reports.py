@@ -96,6 +96,12 @@ def test_a_committed_copy_renders_the_same_report_as_the_run(tmp_path: Path) -> 
         _row(run, "prune_scu", seed, 0.7, 0.6)
     copy = tmp_path / "copy" / "results"
     assert export(scan(run), copy) == 4
+    other = tmp_path / "other"  # a row of another plan with a shared name exports as this one's
+    _row(other, "prune_scu", 0, 0.7, 0.6)
+    made = json.loads(next(other.rglob("meta.json")).read_text())
+    export(scan(other), tmp_path / "mixed", "freeze_budget")
+    meta = json.loads(next((tmp_path / "mixed").rglob("meta.json")).read_text())
+    assert meta == {**made, "plan": "freeze_budget", "made_by_plan": "paper"}
     assert not list(copy.rglob(RECORDS)) and len(list(copy.rglob("outcomes.jsonl"))) == 4
     assert "how to" not in "".join(p.read_text() for p in copy.rglob("outcomes.jsonl"))
     plan, wplan, _ = plan_settings("toy", "paper")

@@ -90,6 +90,7 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         n = export(
             [r.result for r in p.rows if r.result is not None],
             Path(str(cfg.export)),
+            p.plan.name,
         )
         say(f"[plan] exported {n} row results to {cfg.export}")
     say(f"[plan] done in {metrics['time/plan_s'] / 60:.1f} min; report: {report}")

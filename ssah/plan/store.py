@@ -136,10 +136,12 @@ def adopt(src: Result, dest: Path, meta: Mapping[str, Any]) -> None:
     tmp.rename(dest)
 
 
-def export(results: Iterable[Result], dest: Path) -> int:
+def export(results: Iterable[Result], dest: Path, plan: str | None = None) -> int:
     """Copy the small files of each result to dest/<world>/<dir name>/ (for committing); its
     outcomes.jsonl is written afresh from the records when they are there, so a row finished
-    before outcomes kept every flag is exported with all of them."""
+    before outcomes kept every flag is exported with all of them. With `plan`, a row another
+    plan made (a shared row name and key: the same numbers) is exported as that plan's, its
+    maker kept as `made_by_plan`, so a study folder holds one plan's rows."""
     n = 0
     for r in results:
         out = dest / r.world / r.dir.name
@@ -147,6 +149,9 @@ def export(results: Iterable[Result], dest: Path) -> int:
         for f in FILES:
             if f != OUTCOMES and (r.dir / f).is_file():
                 shutil.copy2(r.dir / f, out / f)
+        if plan is not None and r.meta.get("plan") != plan:
+            meta = {**r.meta, "plan": plan, "made_by_plan": r.meta.get("plan")}
+            atomic_write_text(out / "meta.json", json.dumps(meta, indent=1, default=str) + "\n")
         if r.outcomes:
             write_outcomes(out / OUTCOMES, r.outcomes)
         n += 1

@@ -169,7 +169,10 @@ def expand_claims(
             other = {**combo, axis: a}
             a_name = by.get(tuple(sorted(other.items())))
             if a_name is None:
-                raise SsahError(f"{where}: level {a!r} is not a level of {axis!r}; fix conf/plan.")
+                raise SsahError(
+                    f"{where}: level {a!r} is not a level of {axis!r}; fix conf/plan, or, for a "
+                    "piece that removes that level, drop the grid claims too: 'plan.grid_claims=[]'."
+                )
             rest = {k: v for k, v in combo.items() if k != axis}
             tail = ", ".join(f"{k}={v}" for k, v in rest.items())
             out.append({**spec, "id": f"{spec['id']}__{row_name('', rest).lstrip('_')}",

@@ -119,6 +119,11 @@ def refresh_outcomes(d: Path) -> None:
         write_outcomes(d / OUTCOMES, read_outcomes(d))
 
 
+def write_meta_file(d: Path, meta: Mapping[str, Any]) -> None:
+    """meta.json, written whole or not at all: its presence marks the row done (is_done)."""
+    atomic_write_text(d / "meta.json", json.dumps(meta, indent=1, default=str) + "\n")
+
+
 def is_done(d: Path) -> bool:
     """A finished row: its stage wrote metrics.json and the runner wrote meta.json after it."""
     return (d / "metrics.json").is_file() and (d / "meta.json").is_file()

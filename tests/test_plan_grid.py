@@ -69,13 +69,24 @@ def test_a_bad_grid_is_refused_in_one_line() -> None:
     with pytest.raises(SsahError, match="grid level 'a b' of 'budget'"):
         Plan.from_cfg(bad)
     bad = json.loads(json.dumps(GRID))
-    bad["grid_claims"][0]["a"] = "nope"
-    with pytest.raises(SsahError, match="level 'nope' is not a level of 'sel'"):
-        Plan.from_cfg(bad)
-    bad = json.loads(json.dumps(GRID))
     bad["tables"][0]["grid"] = "zz"
     with pytest.raises(SsahError, match="grid 'zz' is not a grid row"):
         Plan.from_cfg(bad)
+
+
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_a_grid_claim_whose_level_a_piece_removes_is_skipped_in_one_line(side: str) -> None:
+    piece = json.loads(json.dumps(GRID))
+    del piece["rows"]["ft"]["grid"]["sel"]["random" if side == "a" else "safety"]
+    plan = Plan.from_cfg(piece)
+    assert plan.claims == []
+    assert len(plan.skipped_claims) == 1
+    assert "grid_claims 'c' skipped" in plan.skipped_claims[0]
+    assert ("'random'" if side == "a" else "'safety'") in plan.skipped_claims[0]
+    typo = json.loads(json.dumps(GRID))
+    typo["grid_claims"][0][side] = "nope"
+    assert "['nope']" in Plan.from_cfg(typo).skipped_claims[0]
+    assert Plan.from_cfg(GRID).skipped_claims == []
 
 
 def _run(path: Path, metrics: dict) -> object:

@@ -65,6 +65,8 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Plan, run what is not done, render the report (after every row, and at the end). Rows
     behind a selection (ssah.plan.select) run in a later round, once its candidates finished
     and the choice is made; a round that frees no such row is the last."""
+    for line in Plan.from_cfg(runner.plain(cfg.plan)).skipped_claims:
+        say(f"[plan] {line}")
     if cfg.report_only:
         metrics = report_only(cfg, out)
         write_metrics(out, metrics)

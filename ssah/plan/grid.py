@@ -143,14 +143,18 @@ def grid_rows(
 
 def expand_claims(
     specs: Sequence[Mapping[str, Any]], grids: Mapping[str, Any]
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[str]]:
     """`grid_claims` entries -> ordinary claims: for every combination of the other axes, b's
     level vs a's level of `axis` (a claim id per combination, the combination in its text).
 
         {id: safety_vs_random, grid: ft_budget, axis: selection, a: random, b: safety,
          claim: "...", metric: "@{asr}", direction: -1}
-    """
+
+    A claim naming a level the grid lacks (a piece that removes it, `~plan.rows.<grid>.grid.
+    <axis>.<level>`, or a typo) is skipped, either side alike; the second list says which, one
+    line each, for the runner to print."""
     out: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for spec in specs:
         spec = dict(spec)
         where = f"grid_claims {spec.get('id')!r}"
@@ -162,23 +166,23 @@ def expand_claims(
         )
         if not rows or axis not in rows[0][0]:
             raise SsahError(f"{where}: axis {axis!r} is not an axis of its grid; fix conf/plan.")
+        levels = {c[axis] for c, _ in rows}
+        gone = [x for x in (a, b) if x not in levels]
+        if gone:
+            skipped.append(f"{where} skipped: {axis} level(s) {gone} not in this grid "
+                           f"(levels: {sorted(levels)}); if that is a typo, fix conf/plan.")  # fmt: skip
+            continue
         by = {tuple(sorted(c.items())): n for c, n in rows}
         for combo, name in rows:
             if combo[axis] != b:
                 continue
-            other = {**combo, axis: a}
-            a_name = by.get(tuple(sorted(other.items())))
-            if a_name is None:
-                raise SsahError(
-                    f"{where}: level {a!r} is not a level of {axis!r}; fix conf/plan, or, for a "
-                    "piece that removes that level, drop the grid claims too: 'plan.grid_claims=[]'."
-                )
+            a_name = by[tuple(sorted({**combo, axis: a}.items()))]
             rest = {k: v for k, v in combo.items() if k != axis}
             tail = ", ".join(f"{k}={v}" for k, v in rest.items())
             out.append({**spec, "id": f"{spec['id']}__{row_name('', rest).lstrip('_')}",
                         "claim": f"{spec['claim']} ({tail})" if tail else str(spec["claim"]),
                         "a": {"row": a_name}, "b": {"row": name}})  # fmt: skip
-    return out
+    return out, skipped
 
 
 def expand_tables(

@@ -29,7 +29,7 @@ from typing import Any
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
 from ssah.plan.grid import row_name
-from ssah.results import write_outcomes
+from ssah.results import write_meta_file, write_outcomes
 
 OLD = re.compile(r"a(\d+)_(?:noft|s(\d+)_p([0-9.]+)_(none|[a-z_]+_b[0-9.]+))")
 SUITES = {"direct": "attack", "past_tense": "attack", "benign": "over_refusal"}
@@ -112,7 +112,7 @@ def migrate(results: Path, world: str = "smollm2") -> list[Path]:
         atomic_write_text(d / "metrics.json", json.dumps(metrics, indent=1, sort_keys=True) + "\n")
         if outs:
             write_outcomes(d / "outcomes.jsonl", outs)
-        atomic_write_text(d / "meta.json", json.dumps(meta, indent=1) + "\n")  # last: done
+        write_meta_file(d, meta)  # last: done
         path.unlink()
         made.append(d)
     return made

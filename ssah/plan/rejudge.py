@@ -19,9 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ssah.eval.rejudge import judgeable, rejudge
 from ssah.eval.suite import read_records, write_records
-from ssah.io import atomic_write_text
 from ssah.metrics import write_metrics
-from ssah.results import Result, refresh_outcomes, scan
+from ssah.results import Result, refresh_outcomes, scan, write_meta_file
 
 
 def missing(metrics: dict, names: Sequence[str]) -> list[str]:
@@ -57,7 +56,7 @@ def rejudge_result(r: Result, names: Sequence[str]) -> bool:
         return False
     refresh_outcomes(r.dir)
     meta = {**r.meta, "rejudged": sorted({*r.meta.get("rejudged", []), *todo})}
-    atomic_write_text(r.dir / "meta.json", json.dumps(meta, indent=1, default=str) + "\n")
+    write_meta_file(r.dir, meta)
     return True
 
 

@@ -272,11 +272,10 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
     rows = sorted(p.rows, key=lambda r: order.get(r.row.name, len(order)))
     for r in rows:
         name = f"{r.instance}/{r.row.name}"
-        meta = _meta(p, r, roots)
         if r.result is None and r.config is not None:
             same = twin(r.dir.parent, r.key, r.row.stage, r.dir.name)
             if same is not None:  # done under another row's name: the same numbers
-                adopt(same, r.dir, meta)
+                adopt(same, r.dir, _meta(p, r, roots))
                 r.result = load(r.dir)
         if r.result is not None and p.wplan.rejudge and rejudge_result(r.result, p.wplan.rejudge):
             r.result = load(r.dir)  # a row done before the world's judges changed gains them
@@ -286,7 +285,8 @@ def _jobs(p: Planned, seeds: list[int], logs: Path, roots: Mapping[str, str]) ->
         waits = early.get(r.row.seed, []) + ([] if r.row.base_only else late.get(r.row.seed, []))
         after = tuple(waits) + tuple(f"{r.instance}/{n}" for n in r.row.needs)
         log = r.dir / "log.txt"
-        p.jobs.append(Job(name, run_row, (r.row.stage, r.config, str(r.dir), meta), after, log))
+        job_args = (r.row.stage, r.config, str(r.dir), _meta(p, r, roots))
+        p.jobs.append(Job(name, run_row, job_args, after, log))
 
 
 def _meta(p: Planned, r: RowJob, roots: Mapping[str, str]) -> dict[str, Any]:

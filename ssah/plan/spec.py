@@ -141,6 +141,7 @@ class Plan:
     # each instance's seed is also its world's alignment seed (world module `seeded`)
     align_seed_from_instance: bool = False
     seeds: tuple[int, ...] | None = None  # the plan's own instances (None: the world's)
+    skipped_claims: list[str] = field(default_factory=list)  # grid claims this grid cannot make
 
     @classmethod
     def from_cfg(cls, c: Mapping[str, Any]) -> Plan:
@@ -148,11 +149,13 @@ class Plan:
         rows = {str(n): RowSpec.from_cfg(str(n), r) for n, r in raw.items()}
         rows = with_selections(rows)
         claims = [dict(x) for x in c.get("claims") or ()]
+        grid_claims, skipped = expand_claims([dict(x) for x in c.get("grid_claims") or ()], grids)
         plan = cls(
             name=str(c.get("name", "plan")),
             rows=rows,
             tables=expand_tables([dict(t) for t in c.get("tables") or ()], grids),
-            claims=claims + expand_claims([dict(x) for x in c.get("grid_claims") or ()], grids),
+            claims=claims + grid_claims,
+            skipped_claims=skipped,
             start_order=_start_order([str(r) for r in c.get("start_order") or ()], grids),
             grids=grids,
             align_seed_from_instance=bool(c.get("align_seed_from_instance", False)),

@@ -27,8 +27,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ssah.io import atomic_write_text
-from ssah.results import OUTCOMES, Result, load, refresh_outcomes, write_outcomes
+from ssah.results import OUTCOMES, Result, load, refresh_outcomes, write_meta_file, write_outcomes
 from ssah.threads import machine
 
 UNKEYED = (
@@ -100,7 +99,7 @@ def write_meta(d: Path, meta: Mapping[str, Any], seconds: float) -> None:
         "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "seconds": round(seconds, 1),
     }
-    atomic_write_text(d / "meta.json", json.dumps(full, indent=1, default=str) + "\n")
+    write_meta_file(d, full)
 
 
 def twin(results: Path, key: str, stage: str, name: str) -> Result | None:
@@ -131,7 +130,7 @@ def adopt(src: Result, dest: Path, meta: Mapping[str, Any]) -> None:
     shutil.copytree(src.dir, tmp, copy_function=_link, ignore=shutil.ignore_patterns("meta.json"))
     made = ("commit", "machine", "finished", "seconds", "attempts")
     full = {**meta, **{k: src.meta[k] for k in made if k in src.meta}, "same_as": src.dir.name}
-    atomic_write_text(tmp / "meta.json", json.dumps(full, indent=1, default=str) + "\n")
+    write_meta_file(tmp, full)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
 
@@ -151,7 +150,7 @@ def export(results: Iterable[Result], dest: Path, plan: str | None = None) -> in
                 shutil.copy2(r.dir / f, out / f)
         if plan is not None and r.meta.get("plan") != plan:
             meta = {**r.meta, "plan": plan, "made_by_plan": r.meta.get("plan")}
-            atomic_write_text(out / "meta.json", json.dumps(meta, indent=1, default=str) + "\n")
+            write_meta_file(out, meta)
         if r.outcomes:
             write_outcomes(out / OUTCOMES, r.outcomes)
         n += 1

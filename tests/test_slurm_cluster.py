@@ -138,7 +138,7 @@ def test_plan_rows_run_as_jobs_a_cancelled_row_is_reported_and_rerun(
     record = json.loads((run_dir / ".submitit" / "slurm_jobs.json").read_text())
     (job,) = [r for r in record if r["row"].startswith("world0/")]  # rows, not world builds
     assert job["row"] == "world0/aligned" and int(job["job_id"]) > int(cancel)
-    assert Path(job["slurm_log"]).is_file() and squeue_state(job["job_id"]) == "COMPLETED"
+    assert Path(job["slurm_log"]).is_file() and wait_done(job["job_id"]) == "COMPLETED"
     assert len(list(results.glob("toy/*/meta.json"))) == 3  # aligned, score_aligned, prune_scu
 
 
@@ -176,7 +176,9 @@ def test_two_job_sweep_runs_on_the_cluster_quietly(tiny_toy, tmp_path):
     ids = {p.name.split("_")[0] for p in (sweep / ".submitit").glob("[0-9]*_[0-9]*")}
     assert len(ids) == 1  # one array job
     (array,) = ids
-    assert squeue_state(f"{array}_0") == squeue_state(f"{array}_1") == "COMPLETED"
+    # submitit returns once each task wrote its result; SLURM marks the task COMPLETED a moment
+    # later (after its epilogue), so wait for the final state rather than read it at once.
+    assert [wait_done(f"{array}_{i}") for i in (0, 1)] == ["COMPLETED", "COMPLETED"]
 
 
 def test_two_task_ddp_job_reads_its_ranks_from_slurm(tiny_toy, outputs_dir, tmp_path):

@@ -162,10 +162,29 @@ def worker(rank: int, cases: list[tuple[str, str]], tmp: str, port: int) -> None
     except BaseException:  # report to the parent instead of hanging it
         result["error"] = traceback.format_exc()
     Path(tmp, f"result_{rank}.json").write_text(json.dumps(result, default=str))
+    _exit_without_teardown(wait_for_peer="error" not in result)
+
+
+def _exit_without_teardown(wait_for_peer: bool) -> None:
+    """Leave once both ranks are done, skipping interpreter teardown.
+
+    A gloo group torn down at interpreter exit (destroyed or not) sometimes aborts rank 1
+    ("terminate called without an active exception": a gloo thread destructed while joinable),
+    which fails the spawn after every result was written. The barrier keeps one rank from closing
+    its sockets while the other still talks (skipped after an error: the peer may be stuck
+    elsewhere, and a closed peer only fails the barrier); os._exit then skips the C++ destructors."""
+    import sys
+
     import torch.distributed as dist
 
-    if dist.is_initialized():  # a gloo group left to interpreter exit sometimes aborted rank 1
-        dist.destroy_process_group()  # ("terminate called without an active exception")
+    if wait_for_peer and dist.is_initialized():
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass  # the peer left early; its own result file says why
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 CASES = [("ddp", "scu_all_cu"), ("ddp", "ru_only"), ("fsdp", "scu_top_cu"), ("fsdp", "ru_only")]

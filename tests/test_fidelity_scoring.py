@@ -309,20 +309,22 @@ def test_running_variance_is_the_authors_fluc_inp() -> None:
     # may differ in the last bit from the same row's in a batch: a CI run read 2e-9 relative),
     # so what is compared is the statistic, fed in their order: one sample at a time.
     size = 4
-    acts = [
-        _inputs(model, idx, data[s : s + size], masked=False) for s in range(0, len(data), size)
-    ]
+    own = []  # each row's inputs at its own positions (not the padding), from its batch
+    for s in range(0, len(data), size):
+        chunk = data[s : s + size]
+        acts = _inputs(model, idx, chunk, masked=False)
+        for j, row in enumerate(chunk):
+            width = len(row["input_ids"])
+            own.append(
+                {k: a.reshape(len(chunk), -1, a.shape[-1])[j, :width] for k, a in acts.items()}
+            )
     want = {}
     for layer in range(idx.num_layers):
         for w in ("down_proj", "o_proj"):
             ref = _AuthorsBiasGPT(idx.module(model, layer, w).in_features)
-            for i, row in enumerate(data):
-                if any(x != -100 for x in row["labels"]):
-                    flat = acts[i // size][(layer, w)]
-                    rows_in_batch = len(data[i - i % size : i - i % size + size])
-                    x = flat.reshape(rows_in_batch, -1, flat.shape[-1])[i % size]
-                    x = x[: len(row["input_ids"])]  # its own positions, not the padding
-                    ref.add_batch(torch.from_numpy(x), torch.tensor(row["labels"]))
+            for row, x in zip(data, own, strict=True):
+                if any(t != -100 for t in row["labels"]):
+                    ref.add_batch(torch.from_numpy(x[(layer, w)]), torch.tensor(row["labels"]))
             want[(layer, w)] = ref.fluc_inp
     got = running_fluc(model, idx, batches(data, size, pad_id=0, sort_by_length=False))
     for k, v in want.items():

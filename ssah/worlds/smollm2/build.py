@@ -236,9 +236,63 @@ def build_prefill(cfg: dict[str, Any], world: World, out: Path, workers: int = 1
     return {"files": files, "judge": "keyword (ssah.defence.prefill.compliant)"}
 
 
+def valsets_sizes(cfg: dict[str, Any]) -> dict[str, int]:
+    """The `valsets:` node checked: how many of prompts.VAL_QA (`qa`) and of
+    prompts.VAL_LOOKALIKES (`lookalikes`, drawn evenly over their categories) to write."""
+    from ssah.errors import SsahError
+    from ssah.worlds.smollm2 import prompts as own
+
+    node = cfg.get("valsets") or {}
+    have = {"qa": len(own.VAL_QA), "lookalikes": sum(map(len, own.VAL_LOOKALIKES.values()))}
+    unknown = sorted(set(node) - set(have))
+    if unknown:
+        raise SsahError(f"world.valsets: unknown key(s) {unknown}; use {sorted(have)}.")
+    out = {}
+    for k, n in have.items():
+        v = node.get(k, n)
+        v = n if v is None else v
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= n:
+            raise SsahError(
+                f"world.valsets.{k}={v!r}: must be a whole number from 0 to {n} "
+                f"(prompts.py has {n}), or null for all."
+            )
+        out[k] = v
+    return out
+
+
+def build_valsets(cfg: dict[str, Any], world: World, out: Path, workers: int = 1) -> dict[str, Any]:
+    """Validation-only sets, no model: `val_qa.jsonl` (utility rows: prompt, answer, task) and
+    `benign_val.jsonl` (the data's validation benign rows, then the fresh look-alikes tagged
+    source `own_lookalike_fresh`, so over-refusal on them is a metric of its own). Refuses
+    a prompt that any other split of the world could hold (QA, LOOKALIKES)."""
+    from ssah.errors import SsahError
+    from ssah.worlds.smollm2 import prompts as own
+
+    n = valsets_sizes(cfg)
+    seen = {q for q, _ in own.QA} | {p for ps in own.LOOKALIKES.values() for p in ps}
+    qa = own.VAL_QA[: n["qa"]]
+    fresh = [
+        {"prompt": ps[i], "category": cat, "source": "own_lookalike_fresh"}
+        for i in range(max(map(len, own.VAL_LOOKALIKES.values())))
+        for cat, ps in own.VAL_LOOKALIKES.items()
+        if i < len(ps)
+    ][: n["lookalikes"]]  # round-robin over categories: a limit keeps every category
+    clash = sorted({q for q, _ in qa} & seen | {r["prompt"] for r in fresh} & seen)
+    if clash:
+        raise SsahError(f"prompts.py: validation-only prompts {clash} are also in QA/LOOKALIKES.")
+    benign = read_rows(world.path("data") / "benign_val.jsonl") + fresh
+    write_jsonl(
+        out / "data" / "val_qa.jsonl", [{"prompt": q, "answer": a, "task": "qa"} for q, a in qa]
+    )
+    write_jsonl(out / "data" / "benign_val.jsonl", benign)
+    say(f"[smollm2] valsets: {len(qa)} QA questions, {len(fresh)} fresh look-alikes")
+    return {"val_qa": len(qa), "benign_val": len(benign), "fresh_lookalikes": len(fresh)}
+
+
 STEPS = {
     "base": build_base,
     "data": build_data_step,
     "aligned": build_aligned,
     "prefill": build_prefill,
+    "valsets": build_valsets,
 }

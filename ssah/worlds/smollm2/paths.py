@@ -16,16 +16,18 @@ from ssah.io import CONF_DIR, damage
 
 RECIPE = "smollm2-v1"  # bump when the code that builds an artifact changes what it builds
 PREFILL_RECIPE = "prefill-v1"  # bump when the prefill artifact's code changes what it builds
+VALSETS_RECIPE = "valsets-v1"  # bump when the valsets artifact's code changes what it builds
 # Build order; NEEDS says what each artifact reads, so building one never forces a sibling
-# (the aligned model and the prefill attack data both read only base + data).
-ARTIFACTS = ("base", "data", "aligned", "prefill")
+# (the aligned model, the prefill attack data and the validation-only sets read only base + data).
+ARTIFACTS = ("base", "data", "aligned", "prefill", "valsets")
 NEEDS: dict[str, tuple[str, ...]] = {
     "base": (),
     "data": ("base",),
     "aligned": ("base", "data"),
     "prefill": ("base", "data"),
+    "valsets": ("base", "data"),
 }
-WHICH = ("base", "data", "aligned", "prefill", "root")
+WHICH = ("base", "data", "aligned", "prefill", "valsets", "root")
 
 
 def plain(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
@@ -54,12 +56,13 @@ class World:
         return self.root / f"{artifact}-{self.keys[artifact]}"
 
     def path(self, which: str) -> Path:
-        """base/aligned: the HF checkpoint dir; data/prefill: the dir of JSONL files; root."""
+        """base/aligned: the HF checkpoint dir; data/prefill/valsets: the dir of JSONL files;
+        root."""
         if which not in WHICH:
             raise SsahError(f"${{smollm2:{which}}} is unknown; use one of {WHICH}.")
         if which == "root":
             return self.root
-        return self.dir(which) / ("data" if which in ("data", "prefill") else "model")
+        return self.dir(which) / ("model" if which in ("base", "aligned") else "data")
 
     def built(self, artifact: str) -> bool:
         """Finished and whole (a damaged artifact is rebuilt at the door)."""
@@ -76,13 +79,21 @@ def keys_of(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def artifact_keys(cfg: dict[str, Any]) -> dict[str, str]:
-    """Every artifact's key: the model chain's, plus `prefill` (base + data keys + its own
-    node), which no other key reads, so changing the prefill recipe moves nothing else. A
-    recipe without a `prefill:` node (an older one) has no prefill artifact."""
+    """Every artifact's key: the model chain's, plus `prefill` and `valsets` (base + data keys
+    + their own node; valsets also its hand-written prompts), which no other key reads, so
+    changing either moves nothing else. A recipe without such a node (an older one) has no
+    such artifact."""
     keys = keys_of(cfg)
     if cfg.get("prefill") is not None:
         keys["prefill"] = _hash(
             PREFILL_RECIPE, "prefill", keys["base"], keys["data"], cfg["prefill"]
+        )
+    if cfg.get("valsets") is not None:
+        from ssah.worlds.smollm2 import prompts  # plain lists: editing them re-keys the sets
+
+        own = [prompts.VAL_QA, prompts.VAL_LOOKALIKES]
+        keys["valsets"] = _hash(
+            VALSETS_RECIPE, "valsets", keys["base"], keys["data"], cfg["valsets"], own
         )
     return keys
 

@@ -74,10 +74,11 @@ def _value(v: Any) -> str:
 
 
 def recipe_overrides(w: dict[str, Any]) -> list[str]:
-    """The world's recipe (data, alignment, prefill data) as overrides of every row, so a
-    row's `${smollm2:...}` paths name the world the plan was given (world.align.overrides=...
-    on the plan's command line reaches the rows, not only the world's build job)."""
-    parts = [p for p in ("data", "align", "prefill") if w.get(p) is not None]
+    """The world's recipe (data, alignment, prefill data, validation-only sets) as overrides
+    of every row, so a row's `${smollm2:...}` paths name the world the plan was given
+    (world.align.overrides=... on the plan's command line reaches the rows, not only the
+    world's build job)."""
+    parts = [p for p in ("data", "align", "prefill", "valsets") if w.get(p) is not None]
     return [f"world.{part}.{k}={_value(v)}" for part in parts for k, v in w[part].items()]
 
 

@@ -1,11 +1,14 @@
 """Where the smollm2 world lives (pure path arithmetic) and how it is built (`ensure`).
 
-Four artifacts, each in its own content-keyed dir `<cache_dir>/smollm2/<artifact>-<key>/`:
+Five artifacts, each in its own content-keyed dir `<cache_dir>/smollm2/<artifact>-<key>/`:
   base     the converted SmolLM2-135M-Instruct (key: the wheel version and conversion recipe)
   data     the prompt sets and manifest (key: base key + data recipe + this package's version)
   aligned  the model aligned by `ssah.train` (key: data key + alignment overrides)
   prefill  the prefilling attack's data: the base model's compliant answers to harmful
            prompts (key: base + data keys + the `prefill:` recipe); reads base + data only
+  valsets  validation-only prompt sets no other row reads (the defence plan's selection: QA
+           questions, look-alikes no calibration sees); key: base + data keys + the
+           `valsets:` node + the hand-written prompts; no model runs
 Each is built in `<dir>.tmp-<pid>` and renamed into place with a DONE marker last, so a build
 killed at any point leaves no dir that looks finished, and the next call rebuilds it cleanly.
 """

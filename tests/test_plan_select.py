@@ -52,6 +52,25 @@ def test_the_rule_picks_the_lowest_among_candidates_within_the_bound() -> None:
     assert high["chosen"] == "v_b"  # the highest; tie with v_c -> the first
 
 
+def test_a_candidate_whose_answers_collapse_is_not_chosen() -> None:
+    """Degenerate text refuses nothing and complies with nothing: it meets an over-refusal bound
+    and minimises ASR (seed 1's activation addition at alpha 4, 2026-12-06). The utility bound
+    (at most 3 points below the reference) is what keeps it out."""
+    rule = _rule(
+        subject_to=[{"metric": "o", "max_above": 0.05}, {"metric": "u", "min_above": 0.03}]
+    )
+    done = {
+        n: select.Candidate(f"k{n}", {"m": m, "o": o, "u": u}, ())
+        for n, (m, o, u) in {"v0": (0.6, 0.1, 0.775), "v_a": (0.05, 0.0, 0.0),
+                             "v_b": (0.3, 0.1, 0.75), "v_c": (0.2, 0.1, 0.7)}.items()
+    }  # fmt: skip
+    c = select.decide("pick", rule, done)
+    assert c["chosen"] == "v_b"  # v_a: lowest, within the over-refusal bound, QA 0; v_c: -7.5
+    assert [[b["ok"] for b in x["bounds"]] for x in c["candidates"]] == [
+        [True, False], [True, True], [True, False]]  # fmt: skip
+    assert c["candidates"][0]["bounds"][1]["bound"] == "u >= reference - 0.03"
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -94,6 +113,10 @@ def test_the_defence_plan_composes_on_both_worlds() -> None:
         assert "val_none" not in plan.rows["choose_defence"].needs[:-1]  # the reference, last
         assert {"choose_defence"} <= set(plan.rows["test_reevaluate"].needs)
         assert {"defence_val", "defence_test", "aligned_path"} <= set(wplan.vars)
+        for sel in ("choose_defence", "choose_actadd"):  # both rules bound utility
+            bounds = plan.rows[sel].select["subject_to"]
+            assert {"metric": "utility/accuracy", "min_above": 0.03} in bounds
+        assert "eval/utility=none" not in wplan.vars["defence_val"]  # so val rows measure it
 
 
 def test_defence_candidates_do_not_read_the_choice_written_back() -> None:
@@ -121,7 +144,9 @@ def test_defence_candidates_do_not_read_the_choice_written_back() -> None:
 VAL = ("['seed=@{seed}','eval.harmful.name=toy_harmful_calib','eval.harmful.source=\\${toy:data}/harmful_calib.jsonl',"
        "'eval.harmful.limit=12','eval.benign.name=toy_edgy_train','eval.benign.source=\\${toy:data}/edgy_train.jsonl',"
        "'eval.suites.direct=null','eval.suites.jailbreak=null','eval.suites.poem=null','eval.suites.purpose=null',"
-       "'eval.suites.prefill.depths=[4]','eval/utility=none','eval.validation.harmful.limit=8',"
+       "'eval.suites.prefill.depths=[4]','eval.utility.generation.data.source=\\${toy:data}/utility_train.jsonl',"
+       "'eval.utility.generation.data.limit=2','eval.utility.ppl=null','eval.utility.mc=null',"
+       "'eval.validation.harmful.limit=8',"
        "'eval.validation.benign.limit=8']")  # fmt: skip
 TEST = ("['seed=@{seed}','eval.suites.prefill.depths=[4]','eval.harmful.limit=6','eval.benign.limit=4',"
         "'eval.suites.jailbreak.limit=2','eval.suites.poem.limit=2','eval.suites.purpose.limit=2',"
@@ -144,7 +169,8 @@ def test_defence_plan_on_the_toy_world_chooses_on_validation_then_tests(
         return compose("plan", [
             "plan=defence", "world=toy", "world.plan.vars.toy=tiny", "seeds=[0]", "stage_logger=csv",
             "plan.rows.choose_defence.select.candidates=[val_mean_diff_steer_a1,val_probe_stop]",
-            "plan.rows.choose_defence.select.subject_to=[{metric:safety/over_refusal,max_above:1.0}]",
+            "plan.rows.choose_defence.select.subject_to=[{metric:safety/over_refusal,max_above:1.0},"
+            "{metric:utility/accuracy,min_above:1.0}]",
             "rows=[test_none,test_reevaluate]", "overrides=['eval.generation.max_new_tokens=6']",
             f"world.plan.vars.defence_val={VAL}", f"world.plan.vars.defence_test={TEST}",
             f"results={tmp_path / 'results'}", *extra,
@@ -161,6 +187,8 @@ def test_defence_plan_on_the_toy_world_chooses_on_validation_then_tests(
     metric = "safety/asr/prefill_k4/keyword"
     assert values == {n: done[n].metrics[metric] for n in values}  # from the validation rows
     assert values[choice["chosen"]] == min(values.values())
+    qa = {c["row"]: c["bounds"][1]["value"] for c in choice["candidates"]}
+    assert qa == {n: done[n].metrics["utility/accuracy"] for n in qa}  # val rows measure utility
     test = json.loads((done["test_reevaluate"].dir / "meta.json").read_text())["overrides"]
     assert all(o in test for o in choice["overrides"]) and "defence=reevaluate" in test
     report = (tmp_path / "run1" / "report.md").read_text()

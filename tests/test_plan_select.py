@@ -13,6 +13,7 @@ from ssah.errors import SsahError
 from ssah.io import CONF_DIR
 from ssah.plan import select
 from ssah.plan.spec import Plan
+from ssah.results import Result
 
 
 def _rule(**kw):
@@ -225,3 +226,68 @@ def test_every_defence_table_can_be_switched_off(outputs_dir: Path) -> None:
     assert {plan.rows[r.row.name].table for r in p.rows} == {"defence_val"}  # test, FT: off
     with pytest.raises(SsahError, match="unknown table switch"):
         make_plan(compose("plan", ["world=toy", "tables.defence=false"]), "g", None)  # paper plan
+
+
+def _result(tmp: Path, row: str, inst: str, finished: str, **meta) -> Result:
+    d = tmp / f"{row}-{inst}-{finished}"
+    m = {"row": row, "instance": inst, "finished": finished, "stage": "evaluate", **meta}
+    return Result(d, {"safety/asr": 0.5}, m)
+
+
+def test_reports_do_not_render_rows_made_under_an_earlier_choice(tmp_path: Path) -> None:
+    """A rule changed after test rows ran: the newest selection result chooses another setting
+    (seed1) or none (seed2); the test rows made under the old choice are left out of the report,
+    with the reason in it, while a row whose choice still holds (seed0) renders."""
+    from ssah.plan.reports import latest, plan_settings, report_from, superseded
+
+    plan, wplan, _ = plan_settings("toy", "defence")
+    steer = ["defence=reevaluate", "defence.action=steer", "defence.steer.alpha=4.0"]
+    stop = ["defence=reevaluate", "defence.action=stop"]
+
+    def choice(chosen, overrides):
+        return {"stage": "select", "choice": {"chosen": chosen, "overrides": overrides}}
+
+    results = [
+        _result(tmp_path, "choose_defence", "seed0", "1", **choice("val_a", steer)),
+        _result(tmp_path, "test_reevaluate", "seed0", "2", overrides=["x=1", *steer]),
+        _result(tmp_path, "choose_defence", "seed1", "1", **choice("val_a", steer)),
+        _result(tmp_path, "test_reevaluate", "seed1", "2", overrides=["x=1", *steer]),
+        _result(tmp_path, "choose_defence", "seed1", "3", **choice("val_b", stop)),
+        _result(tmp_path, "choose_actadd", "seed2", "3", **choice(None, [])),
+        _result(tmp_path, "test_actadd", "seed2", "2", overrides=["defence=actadd"]),
+        _result(tmp_path, "test_none", "seed2", "2", overrides=["x=1"]),
+    ]
+    stale = superseded(latest(results), plan)
+    assert stale == {("test_reevaluate", "seed1"): "choose_defence now chooses val_b",
+                     ("test_actadd", "seed2"): "choose_actadd now chooses none"}  # fmt: skip
+    rep = report_from(results, plan, wplan, "toy", tmp_path, tmp_path)
+    shown = sorted((n, r.path.name) for n, runs in rep.runs.items() for r in runs)
+    kept = [*results[:2], *results[4:6], results[7]]
+    assert shown == sorted((r.row, r.dir.name) for r in kept)
+    assert rep.intro.endswith(
+        "Not rendered, made under an earlier choice: seed1/test_reevaluate "
+        "(choose_defence now chooses val_b); seed2/test_actadd "
+        "(choose_actadd now chooses none)."
+    )
+
+
+def test_a_row_needing_a_superseded_row_is_superseded_too(tmp_path: Path) -> None:
+    from ssah.plan.reports import superseded
+
+    plan = Plan.from_cfg({"name": "p", "rows": {
+        "v_a": {"stage": "evaluate"}, "v_b": {"stage": "evaluate"},
+        "pick": {"stage": "select", "select": {"candidates": ["v_*"], "minimize": "m"}},
+        "t": {"stage": "train", "overrides": ["x=1", "@{pick}"]},
+        "u": {"stage": "evaluate", "needs": ["t"]},
+    }})  # fmt: skip
+    rows = {(r.row, r.instance): r for r in [
+        _result(tmp_path, "pick", "seed0", "3", stage="select",
+                choice={"chosen": "v_b", "overrides": ["a=2"]}),
+        _result(tmp_path, "t", "seed0", "1", overrides=["x=1", "a=1"]),
+        _result(tmp_path, "u", "seed0", "2", overrides=["m=@{t}"]),
+        _result(tmp_path, "v_a", "seed0", "1"),
+    ]}  # fmt: skip
+    assert superseded(rows, plan) == {("t", "seed0"): "pick now chooses v_b",
+                                      ("u", "seed0"): "it needs t, made under an earlier choice"}  # fmt: skip
+    rows[("t", "seed0")].meta["overrides"] = ["x=1", "a=2"]
+    assert superseded(rows, plan) == {}

@@ -5,7 +5,8 @@ A study folder holds results/<world>/<row>-<key>/ (what `python -m ssah.plan ...
 copied: metrics.json, meta.json, outcomes.jsonl) and report.md. The report is a function of
 those files and the plan's conf (tables, claims, the world's columns) only: rows are found by
 their meta (row, instance), not by re-composing their configs, so results made by an older
-config still render; no model runs, no world is built, and nothing of the machine that renders
+config still render (except a row behind a selection whose newest result chose otherwise:
+`superseded`); no model runs, no world is built, and nothing of the machine that renders
 it (the time, absolute paths, local caches) enters the text, so any clone renders it byte for
 byte (tests/test_reports.py checks every committed report).
 """
@@ -22,6 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from ssah.errors import SsahError
+from ssah.plan import select as selection
 from ssah.plan.spec import REF, Plan, WorldPlan
 from ssah.reporting.collect import Run
 from ssah.reporting.judges import measured_from
@@ -52,6 +54,40 @@ def latest(results: Iterable[Result]) -> dict[tuple[str, str], Result]:
     out: dict[tuple[str, str], Result] = {}
     for r in sorted(results, key=lambda r: (str(r.meta.get("finished", "")), r.dir.name)):
         out[(r.row, r.instance)] = r
+    return out
+
+
+def superseded(picked: Mapping[tuple[str, str], Result], plan: Plan) -> dict[tuple[str, str], str]:
+    """(row, instance) -> why it is not rendered: a row behind a selection made under an
+    earlier choice (its overrides lack what the selection's newest result chose, or that
+    result chose nothing), or a row that needs such a row. A rule changed since the row ran
+    must not render the old choice's numbers under the new one; a selection not among the
+    results cannot be checked, and its rows render."""
+    out: dict[tuple[str, str], str] = {}
+
+    def why(row: str, inst: str, seen: frozenset[str]) -> str | None:
+        if (row, inst) in out:
+            return out[(row, inst)]
+        spec = plan.rows.get(row)
+        if spec is None or row in seen:
+            return None
+        have = {str(o) for o in picked[(row, inst)].meta.get("overrides") or ()}
+        for need in spec.needs:
+            sel = picked.get((need, inst))
+            if sel is not None and plan.rows[need].stage == selection.STAGE:
+                choice = sel.meta.get("choice") or {}
+                if choice.get("chosen") is None:
+                    return f"{need} now chooses none"
+                if not set(map(str, choice.get("overrides") or ())) <= have:
+                    return f"{need} now chooses {choice['chosen']}"
+            elif (need, inst) in picked and why(need, inst, seen | {row}) is not None:
+                return f"it needs {need}, made under an earlier choice"
+        return None
+
+    for row, inst in sorted(picked):
+        reason = why(row, inst, frozenset())
+        if reason is not None:
+            out[(row, inst)] = reason
     return out
 
 
@@ -132,6 +168,8 @@ def report_from(
 ) -> Report:
     """The Report of `results` (one world's rows under `root`), its links relative to `at`."""
     picked = latest(results)
+    stale = superseded(picked, plan)
+    picked = {k: r for k, r in picked.items() if k not in stale}
     by_name = {r.dir.name: r.dir for r in picked.values()}
     commands: dict[str, str] = {}
     for name in plan.rows:
@@ -150,6 +188,15 @@ def report_from(
     finished = sorted(str(r.meta["finished"]) for r in picked.values() if r.meta.get("finished"))
     ran = f" The rows ran at commit{'s' * (len(commits) > 1)} {', '.join(commits)}"
     ran += f", finished {finished[0]} to {finished[-1]} (meta.json)." if finished else "."
+    if stale:
+        ran += (
+            " Not rendered, made under an earlier choice: "
+            + "; ".join(
+                f"{inst}/{row} ({why})"
+                for (row, inst), why in sorted(stale.items(), key=lambda x: x[0][::-1])
+            )
+            + "."
+        )
     return Report(
         f"ssah: the paper in miniature on {world}",
         intro(plan.name, world, instances, os.path.relpath(root, at)) + (ran if picked else ""),

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +110,24 @@ def _check(jobs: Sequence[Job], done: set[str]) -> None:
             del after[n]
 
 
+# results so far -> (jobs that became plannable, results of rows they need that finished
+# before this run): how a plan adds the rows behind a selection decided while others still run
+More = Callable[[Mapping[str, Any]], tuple[Sequence[Job], Mapping[str, Any]]]
+
+
+def added(more: More | None, results: dict[str, Any], known: set[str]) -> list[Job]:
+    """The jobs `more` adds that are not `known` (pending, running, failed) or done; the
+    results it hands over enter `results`. Their inputs are checked like the first jobs'."""
+    if more is None:
+        return []
+    jobs, done = more(results)
+    for name, value in done.items():
+        results.setdefault(name, value)
+    new = [j for j in jobs if j.name not in known and j.name not in results]
+    _check(new, set(results) | known)
+    return new
+
+
 def run_jobs(
     jobs: Sequence[Job],
     workers: int,
@@ -119,12 +137,14 @@ def run_jobs(
     say: Callable[[str], None] = print,
     heartbeat_s: float = 60.0,
     fresh: bool = True,
+    more: More | None = None,
 ) -> Progress:
     """Run `jobs` (in list order as their inputs allow) on `workers` processes; `done` holds
     results of jobs finished earlier (a re-run continues). A failed job does not stop the
     others: what waits for it is skipped, the rest run, and the failures are raised at the
     end (hours of other rows are not lost to one bad row). `fresh`: every job in a new
-    process (False: a worker runs several small jobs, saving their start-up)."""
+    process (False: a worker runs several small jobs, saving their start-up). `more`: asked
+    after every finished job for jobs to add (queued after those pending)."""
     p = Progress(results=dict(done or {}))
     _check(jobs, set(p.results))
     pending = [j for j in jobs if j.name not in p.results]
@@ -185,6 +205,11 @@ def run_jobs(
                 )
                 if on_done:
                     on_done(j.name, result, p)
+                known = {*(x.name for x in pending), *(x.name for x in running.values()),
+                         *failed, *skipped}  # fmt: skip
+                fresh_jobs = added(more, p.results, known)
+                pending += fresh_jobs
+                total += len(fresh_jobs)
     if failed:
         what = "; ".join(f"job {n} failed: {m}" for n, m in failed.items())
         raise SsahError(

@@ -369,6 +369,30 @@ class _StoppedJob(_FakeJob):
         _StoppedJob.cancelled.append(self.job_id)
 
 
+def test_slurm_executor_adds_the_jobs_a_finished_one_frees(tmp_path: Path, monkeypatch) -> None:
+    """`more` (a selection decided mid-run): asked after each finished job; the jobs it adds
+    are submitted once their needs, including results it hands over, are there; a job it
+    names again (pending, or done) is not submitted twice."""
+    import submitit
+
+    from ssah.plan.slurm import run_on_slurm
+
+    monkeypatch.setattr(submitit, "AutoExecutor", _FakeExecutor)
+    asked: list[set[str]] = []
+
+    def more(results):
+        asked.append(set(results))
+        if "a" not in results:
+            return [], {}
+        return [Job("a", _ok, (1,)), Job("t", _ok, (5,), ("a", "pick"))], {"pick": 0}
+
+    seen: list[str] = []
+    out = run_on_slurm([Job("a", _ok, (1,))], tmp_path, {}, {}, lambda n, r: seen.append(n),
+                       say=lambda m: None, poll_s=0, more=more)  # fmt: skip
+    assert seen == ["a", "t"] and out == {"a": 1, "pick": 0, "t": 5}
+    assert asked == [{"a"}, {"a", "pick", "t"}]
+
+
 def test_stopping_the_slurm_plan_cancels_its_jobs_in_one_line(tmp_path: Path, monkeypatch) -> None:
     import submitit
 

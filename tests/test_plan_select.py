@@ -201,6 +201,42 @@ def test_defence_plan_on_the_toy_world_chooses_on_validation_then_tests(
     assert again == stamps  # nothing decided or run twice
 
 
+@pytest.mark.slow
+def test_a_seeds_rows_behind_its_selection_start_before_other_seeds_candidates_finish(
+    tiny_toy, tmp_path: Path, capsys
+) -> None:
+    """One round, not one per selection over all seeds: seed 0's choice is made as soon as its
+    own candidates finished, while seed 1's still wait to run, and its test row joins the run."""
+    from ssah.config import compose
+    from ssah.plan.__main__ import run
+    from ssah.results import scan
+
+    cfg = compose("plan", [
+        "plan=defence", "world=toy", "world.plan.vars.toy=tiny", "seeds=[0,1]", "workers=1",
+        "plan.rows.choose_defence.select.candidates=[val_mean_diff_steer_a1,val_probe_stop]",
+        "plan.rows.choose_defence.select.subject_to=[]", "rows=[test_reevaluate]",
+        "overrides=['eval.generation.max_new_tokens=4']",
+        f"world.plan.vars.defence_val={VAL}", f"world.plan.vars.defence_test={TEST}",
+        f"results={tmp_path / 'results'}",
+    ])  # fmt: skip
+    run(cfg, tmp_path / "run")
+    lines = capsys.readouterr().out.splitlines()
+
+    def first(prefix: str) -> int:
+        return next(i for i, line in enumerate(lines) if line.startswith(prefix))
+
+    assert sum(line.startswith("[plan] ") and " rows, " in line for line in lines) == 1
+    decided = first("[plan] world0/choose_defence decided: 1 more row(s) to run")
+    assert decided < first("[jobs] start world1/val_mean_diff_steer_a1")
+    assert (
+        decided < first("[plan] world1/choose_defence decided") < first("[jobs] start world1/test")
+    )
+    done = {(r.row, r.instance): r for r in scan(tmp_path / "results")}
+    for inst in ("world0", "world1"):
+        chosen = done[("choose_defence", inst)].meta["choice"]["overrides"]
+        assert chosen and set(chosen) <= set(done[("test_reevaluate", inst)].meta["overrides"])
+
+
 def test_the_defence_claims_say_the_worlds_prefill_depth() -> None:
     """The prefill claims' labels come from the world's var (the toy runs k = 4, not 10)."""
     from ssah.plan.reports import plan_settings, spell_claim

@@ -57,6 +57,29 @@ def test_jobs_wait_for_inputs_run_side_by_side_and_log(tmp_path: Path) -> None:
     assert any(ln.startswith("[jobs] done  c") for ln in lines)
 
 
+def test_jobs_a_finished_job_frees_join_the_run(tmp_path: Path) -> None:
+    """`more` (a plan's selection decided mid-run) adds jobs once per name, with the results
+    of rows they need that finished before; a job it adds that waits for nothing known fails
+    like a first job would."""
+    times = str(tmp_path / "times.txt")
+
+    def more(results):
+        if "a" not in results:
+            return [], {}
+        return [Job("a", stamp, (times, "a", 0.0)),
+                Job("t", stamp, (times, "t", 0.0), after=("a", "pick"))], {"pick": 7}  # fmt: skip
+
+    p = run_jobs([Job("a", stamp, (times, "a", 0.0))], workers=1, more=more, say=lambda m: None)
+    assert [ln.split()[0] for ln in open(times)] == ["a", "t"]
+    assert set(p.results) == {"a", "pick", "t"} and p.results["pick"] == 7
+
+    def lost(results):
+        return [Job("u", stamp, (times, "u", 0.0), after=("nope",))], {}
+
+    with pytest.raises(SsahError, match=r"job 'u' waits for \['nope'\]"):
+        run_jobs([Job("a", stamp, (times, "a", 0.0))], workers=1, more=lost, say=lambda m: None)
+
+
 def test_a_failure_skips_what_needs_it_runs_the_rest_and_is_raised_at_the_end(
     tmp_path: Path,
 ) -> None:

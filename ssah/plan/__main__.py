@@ -17,9 +17,10 @@ from ssah.io import atomic_write_text
 from ssah.metrics import write_metrics
 from ssah.plan import runner
 from ssah.plan.reports import latest, numbers, render_results
+from ssah.plan.row import run_row
 from ssah.plan.spec import Plan, WorldPlan
 from ssah.plan.store import export
-from ssah.procs import Progress, run_jobs
+from ssah.procs import Job, Progress, run_jobs
 from ssah.results import load, scan
 from ssah.threads import worker_count
 
@@ -63,8 +64,9 @@ def report_only(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Plan, run what is not done, render the report (after every row, and at the end). Rows
-    behind a selection (ssah.plan.select) run in a later round, once its candidates finished
-    and the choice is made; a round that frees no such row is the last."""
+    behind a selection (ssah.plan.select) join the run once its candidates (of their own
+    instance) finished and the choice is made (`_more`); a failed candidate leaves them for a
+    later round, and a round that frees no such row is the last."""
     for line in Plan.from_cfg(runner.plain(cfg.plan)).skipped_claims:
         say(f"[plan] {line}")
     if cfg.report_only:
@@ -100,9 +102,11 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
 
 
 def _round(cfg: DictConfig, out: Path, launcher: Any, times: dict[str, float]) -> runner.Planned:
-    """One round: plan every row that can be planned now, run what is not done."""
+    """One round: plan every row that can be planned now, run what is not done, and the rows
+    a selection frees while it runs."""
+    model = _choice("model")
     with hydra_state_kept():
-        p = runner.make_plan(cfg, f"plan-{out.name}", _choice("model"))
+        p = runner.make_plan(cfg, f"plan-{out.name}", model)
     workers = worker_count(cfg.workers, int(cfg.threads))
     report = out / "report.md"
     where = (
@@ -123,6 +127,9 @@ def _round(cfg: DictConfig, out: Path, launcher: Any, times: dict[str, float]) -
                 r.result = load(r.dir)
         runner.write_report(p, cfg, out, times)
 
+    def more(results: Any) -> tuple[list[Job], dict[str, Any]]:
+        return _more(p, cfg, out, model, results)
+
     if cfg.executor == "slurm":
         from ssah.plan.slurm import run_on_slurm
 
@@ -135,12 +142,42 @@ def _round(cfg: DictConfig, out: Path, launcher: Any, times: dict[str, float]) -
             say,
             cluster=cfg.get("slurm_cluster"),
             poll_s=float(cfg.get("slurm_poll_s", 5)),
+            more=more,
         )
     else:
         run_jobs(
-            p.jobs, workers, int(cfg.threads), p.done, on_done, say, fresh=p.wplan.fresh_process
+            p.jobs,
+            workers,
+            int(cfg.threads),
+            p.done,
+            on_done,
+            say,
+            fresh=p.wplan.fresh_process,
+            more=more,
         )
     return p
+
+
+def _more(
+    p: runner.Planned, cfg: DictConfig, out: Path, model: str | None, results: Any
+) -> tuple[list[Job], dict[str, Any]]:
+    """Once every row a waiting selection reads has finished: plan again (the choice is made
+    and kept), take over the new plan's rows, and hand the run the jobs behind the choice.
+    A selection still undecided after that (its rows did not all leave results) stops being
+    asked about, so a run plans again at most once per selection."""
+    ready = [s for s, needs in p.waiting.items() if all(n in results for n in needs)]
+    if not ready:
+        return [], {}
+    with hydra_state_kept():
+        q = runner.make_plan(cfg, f"plan-{out.name}", model)
+    known = {j.name for j in p.jobs}
+    new = [j for j in q.jobs if j.name not in known]
+    p.rows, p.deferred, p.unmet = q.rows, q.deferred, q.unmet
+    p.waiting = {s: n for s, n in q.waiting.items() if s not in ready}
+    p.jobs += new
+    rows = sum(j.fn is run_row for j in new)
+    say(f"[plan] {', '.join(ready)} decided: {rows} more row(s) to run")
+    return q.jobs, q.done
 
 
 @stage("plan")

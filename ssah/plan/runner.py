@@ -71,6 +71,7 @@ class Planned:
     jobs: list[Job] = field(default_factory=list)
     done: dict[str, Any] = field(default_factory=dict)
     deferred: list[str] = field(default_factory=list)  # behind a selection not made yet
+    waiting: dict[str, tuple[str, ...]] = field(default_factory=dict)  # selection -> its rows
     unmet: dict[str, str] = field(default_factory=dict)  # selection -> why it chose nothing
     worlds: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> its world
 
@@ -141,6 +142,7 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
                 rj = _selection(p, row, inst, results, mine_rows, {**wplan.vars, **vals})
                 if rj is None:
                     p.deferred.append(f"{inst}/{row.name}")
+                    p.waiting[f"{inst}/{row.name}"] = tuple(f"{inst}/{n}" for n in row.needs)
                     continue
                 assert rj.result is not None
                 dirs[row.name] = str(rj.dir)
@@ -185,7 +187,7 @@ def _selection(
     values: Mapping[str, Any],
 ) -> RowJob | None:
     """A selection row of one instance: its choice made (and kept as a result) once every
-    row it reads has finished; None while one has not (the rows behind it wait a round)."""
+    row it reads has finished; None while one has not (the rows behind it are planned when it has)."""
     spec = p.plan.rows[row.name].select
     rule = selection.parse(row.name, spec, list(p.plan.rows))
     rule = selection.spelled(rule, lambda s: spell([s], values, set(), f"plan row {row.name!r}")[0])

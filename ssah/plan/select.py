@@ -19,7 +19,8 @@ and re-running the plan never re-decides what the same candidates already decide
 A row naming `@{choose_defence}` as a whole override item gets the chosen candidate's `take`
 overrides in its place (and needs the selection: added for it). The candidates must be rows
 on validation prompts: test prompts choose nothing. Rows behind a selection whose candidates
-have not finished are planned in a later round (ssah.plan.__main__), once the choice exists.
+have not finished are planned once they have, in the same run (ssah.plan.__main__ `_more`):
+the choice is made per instance, as soon as that instance's candidates are done.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import submitit
 
 from ssah.errors import SsahError
 from ssah.io import atomic_write_text
-from ssah.procs import Job, _call
+from ssah.procs import Job, More, _call, added
 
 # hydra launcher key -> submitit AutoExecutor parameter (update_parameters)
 PARAMS = {
@@ -178,9 +178,11 @@ def run_on_slurm(
     say: Callable[[str], None] = print,
     cluster: str | None = None,
     poll_s: float = 30.0,
+    more: More | None = None,
 ) -> dict[str, Any]:
     """Submit each job when its `after` jobs have finished; wait for all. `cluster`: None for
-    SLURM (submitit's auto-detection), "local" or "debug" to run without a cluster."""
+    SLURM (submitit's auto-detection), "local" or "debug" to run without a cluster. `more`:
+    asked after every finished job for jobs to add (ssah.procs.run_jobs)."""
     ex = make_executor(folder, launcher, cluster)
     results = dict(done)
     pending = [j for j in jobs if j.name not in results]
@@ -219,6 +221,10 @@ def run_on_slurm(
                     continue
                 say(f"[slurm] done  {name} (job {job.job_id})")
                 on_done(name, results[name])
+                known = {*(j.name for j in pending), *running, *failed}
+                for j in added(more, results, known):
+                    pending.append(j)
+                    by_name[j.name] = j
             if running:
                 time.sleep(poll_s)
     real = {n: m for n, m in failed.items() if not m.startswith("skipped")}

@@ -231,6 +231,8 @@ def test_a_seeds_rows_behind_its_selection_start_before_other_seeds_candidates_f
     assert (
         decided < first("[plan] world1/choose_defence decided") < first("[jobs] start world1/test")
     )
+    graph = {j["job"] for j in json.loads((tmp_path / "run" / "jobs.json").read_text())}
+    assert {"world0/test_reevaluate", "world1/test_reevaluate"} <= graph  # the graph that ran
     done = {(r.row, r.instance): r for r in scan(tmp_path / "results")}
     for inst in ("world0", "world1"):
         chosen = done[("choose_defence", inst)].meta["choice"]["overrides"]

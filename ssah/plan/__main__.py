@@ -175,6 +175,7 @@ def _more(
     p.rows, p.deferred, p.unmet = q.rows, q.deferred, q.unmet
     p.waiting = {s: n for s, n in q.waiting.items() if s not in ready}
     p.jobs += new
+    runner.dump_jobs(p, out / "jobs.json")
     rows = sum(j.fn is run_row for j in new)
     say(f"[plan] {', '.join(ready)} decided: {rows} more row(s) to run")
     return q.jobs, q.done

@@ -211,15 +211,15 @@ def test_a_seeds_rows_behind_its_selection_start_before_other_seeds_candidates_f
     from ssah.plan.__main__ import run
     from ssah.results import scan
 
-    cfg = compose("plan", [
+    args = [
         "plan=defence", "world=toy", "world.plan.vars.toy=tiny", "seeds=[0,1]", "workers=1",
         "plan.rows.choose_defence.select.candidates=[val_mean_diff_steer_a1,val_probe_stop]",
         "plan.rows.choose_defence.select.subject_to=[]", "rows=[test_reevaluate]",
         "overrides=['eval.generation.max_new_tokens=4']",
         f"world.plan.vars.defence_val={VAL}", f"world.plan.vars.defence_test={TEST}",
         f"results={tmp_path / 'results'}",
-    ])  # fmt: skip
-    run(cfg, tmp_path / "run")
+    ]  # fmt: skip
+    run(compose("plan", args), tmp_path / "run")
     lines = capsys.readouterr().out.splitlines()
 
     def first(prefix: str) -> int:
@@ -237,6 +237,19 @@ def test_a_seeds_rows_behind_its_selection_start_before_other_seeds_candidates_f
     for inst in ("world0", "world1"):
         chosen = done[("choose_defence", inst)].meta["choice"]["overrides"]
         assert chosen and set(chosen) <= set(done[("test_reevaluate", inst)].meta["overrides"])
+    # a rule no candidate meets: one round, nothing runs, the rows behind it are named
+    none = compose("plan", [*args, "plan.rows.choose_defence.select.subject_to="
+                            "[{metric:utility/accuracy,min_above:-1.0}]"])  # fmt: skip
+    run(none, tmp_path / "run_none")
+    out = capsys.readouterr().out.splitlines()
+    status = [line for line in out if line.startswith("[plan] ") and " rows, " in line]
+    assert len(status) == 1 and "0 to run, 2 behind a selection that chose none" in status[0]
+    assert (
+        "[plan] not run, behind a selection without a choice: world0/test_reevaluate, "
+        "world1/test_reevaluate"
+        in out
+        and not any(x.startswith("[jobs] start") for x in out)
+    )
 
 
 def test_the_defence_claims_say_the_worlds_prefill_depth() -> None:

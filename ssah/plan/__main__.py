@@ -65,8 +65,8 @@ def report_only(cfg: DictConfig, out: Path) -> dict[str, Any]:
 def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
     """Plan, run what is not done, render the report (after every row, and at the end). Rows
     behind a selection (ssah.plan.select) join the run once its candidates (of their own
-    instance) finished and the choice is made (`_more`); a failed candidate leaves them for a
-    later round, and a round that frees no such row is the last."""
+    instance) finished and the choice is made (`_more`); a failed candidate ends the run with
+    its error (they wait for the next run), a selection that chose none leaves them unrun."""
     for line in Plan.from_cfg(runner.plain(cfg.plan)).skipped_claims:
         say(f"[plan] {line}")
     if cfg.report_only:
@@ -84,8 +84,10 @@ def run(cfg: DictConfig, out: Path) -> dict[str, Any]:
         waiting = p.deferred
     for line in p.unmet.values():
         say(f"[plan] {line}")
+    if p.blocked:
+        say(f"[plan] not run, behind a selection without a choice: {', '.join(p.blocked)}")
     if p.deferred:
-        say(f"[plan] not run, behind a selection without a choice: {', '.join(p.deferred)}")
+        say(f"[plan] not run, behind a selection not made: {', '.join(p.deferred)}")
     report, claims = runner.write_report(p, cfg, out, times)
     metrics = runner.summary(p, claims)
     metrics["time/plan_s"] = time.perf_counter() - t0
@@ -172,7 +174,7 @@ def _more(
         q = runner.make_plan(cfg, f"plan-{out.name}", model)
     known = {j.name for j in p.jobs}
     new = [j for j in q.jobs if j.name not in known]
-    p.rows, p.deferred, p.unmet = q.rows, q.deferred, q.unmet
+    p.rows, p.deferred, p.unmet, p.blocked = q.rows, q.deferred, q.unmet, q.blocked
     p.waiting = {s: n for s, n in q.waiting.items() if s not in ready}
     p.jobs += new
     runner.dump_jobs(p, out / "jobs.json")

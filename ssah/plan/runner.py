@@ -71,6 +71,7 @@ class Planned:
     jobs: list[Job] = field(default_factory=list)
     done: dict[str, Any] = field(default_factory=dict)
     deferred: list[str] = field(default_factory=list)  # behind a selection not made yet
+    blocked: list[str] = field(default_factory=list)  # behind a selection that chose none
     waiting: dict[str, tuple[str, ...]] = field(default_factory=dict)  # selection -> its rows
     unmet: dict[str, str] = field(default_factory=dict)  # selection -> why it chose nothing
     worlds: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> its world
@@ -135,7 +136,10 @@ def make_plan(cfg: DictConfig, group: str, model_choice: str | None) -> Planned:
         mine_rows: dict[str, RowJob] = {}
         choices: dict[str, list[str]] = {}
         for row in expand(plan, wplan, _ordered(plan, mine), seed, vals):
-            if any(f"{inst}/{n}" in (*p.deferred, *p.unmet) for n in row.needs):
+            if any(f"{inst}/{n}" in (*p.unmet, *p.blocked) for n in row.needs):
+                p.blocked.append(f"{inst}/{row.name}")
+                continue
+            if any(f"{inst}/{n}" in p.deferred for n in row.needs):
                 p.deferred.append(f"{inst}/{row.name}")
                 continue
             if row.stage == selection.STAGE:
@@ -356,6 +360,7 @@ def summary(p: Planned, claims: Mapping[str, float]) -> dict[str, Any]:
 def status_line(p: Planned) -> str:
     todo = [j for j in p.jobs if j.fn is run_row]
     later = f", {len(p.deferred)} behind a selection not made yet" if p.deferred else ""
+    later += f", {len(p.blocked)} behind a selection that chose none" if p.blocked else ""
     return f"{len(p.rows)} rows, {len(p.rows) - len(todo)} done already, {len(todo)} to run{later}"
 
 

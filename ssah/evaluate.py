@@ -87,9 +87,8 @@ def _source_model(dcfg: DefenceConfig, mcfg: ModelConfig, device: Any) -> Any:
 
 def _print_summary(m: dict[str, float]) -> None:
     for k in sorted(m):
-        if k.startswith(
-            ("safety/asr/avg", "safety/over_refusal", "safety/harmfulness", "defence/trigger")
-        ) or k in (
+        if k.startswith(("safety/asr/avg", "safety/over_refusal", "safety/harmfulness")) or k in (
+            "defence/trigger_rate",
             "utility/accuracy",
             "utility/ppl",
             "utility/mc_accuracy",

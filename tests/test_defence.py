@@ -224,6 +224,34 @@ def test_steer_stop_without_a_second_drift_is_steer(pair, rows):
             assert o.ids == p.ids
 
 
+def test_trigger_and_stop_rates_are_counted_per_label(pair, rows):
+    """defence/<rate>/<label>: the answers generated under eval.generation.labelled (a suite,
+    benign, utility), so a row says which prompts the monitor fires on; an unlabelled
+    generation counts in the totals only."""
+    from ssah.eval.generation import labelled
+
+    model, tok = pair
+    _, _, _, ref, i, _ = _forced(pair, rows, "stop")
+    gen = DefendedGenerator(model, tok, ref.probe, "stop", 4.0, REFUSAL, keep_rows=True)
+    others = [j for j in range(len(rows)) if j != i]
+    with routed(model, gen):
+        with labelled("prefill_k10"):
+            generate_ids(model, tok, [rows[i]], N_NEW)
+        with labelled("benign"):
+            generate_ids(model, tok, [rows[j] for j in others], N_NEW)
+        generate_ids(model, tok, [rows[i]], N_NEW)
+    m = gen.metrics()
+    assert (m["defence/answers/prefill_k10"], m["defence/trigger_rate/prefill_k10"],
+            m["defence/stop_rate/prefill_k10"]) == (1.0, 1.0, 1.0)  # fmt: skip
+    fired = [ref.stats.rows[j].triggered_at is not None for j in others]
+    assert m["defence/answers/benign"] == len(others)
+    assert m["defence/trigger_rate/benign"] == pytest.approx(sum(fired) / len(others))
+    assert m["defence/answers"] == len(rows) + 1 and m["defence/trigger_rate"] == pytest.approx(
+        (2 + sum(fired)) / (len(rows) + 1)
+    )
+    assert not [k for k in m if k.endswith("/")]  # nothing for the unlabelled call
+
+
 @pytest.mark.parametrize("action", ["stop", "backtrack", "steer", "steer_stop"])
 def test_batched_equals_single(pair, rows, action):
     _, _, out_b, gen_b, _, _ = _forced(pair, rows, action, batch_size=8)
@@ -550,6 +578,12 @@ def test_evaluate_stage_with_defence_writes_the_same_keys_plus_defence(
     held = "defence/heldout_false_trigger_rate"
     assert {held, f"{held}/n", f"{held}/ci_low", f"{held}/ci_high"} <= extra
     assert {"defence/recovery/prefill_k4/keyword", "defence/recovery/prefill_k4/keyword/n"} <= extra
+    suites = {k.split("/")[2] for k in plain if k.startswith("safety/asr/")} - {"avg"}
+    assert {"direct", "prefill_k4"} <= suites
+    labels = {k.split("/", 2)[2] for k in extra if k.startswith("defence/trigger_rate/")}
+    benign = {k.split("/")[1].replace("over_refusal", "benign") for k in plain
+              if k.startswith("safety/over_refusal")}  # fmt: skip
+    assert labels == suites | benign | {"utility"}  # every generation, by what it generated
 
 
 def test_calibration_reads_the_source_model_not_the_defended_one(
@@ -703,7 +737,7 @@ def test_the_bench_times_no_defence_the_monitor_and_the_action_on_the_same_pairs
     main(argv)
     r = json.loads(out.read_text())
     assert len(r["plain_s"]) == len(r["monitor_s"]) == len(r["action_s"]) == 3
-    assert r["action"] == "backtrack" and 0.0 <= r["trigger_rate"] <= 1.0
+    assert r["action"] == "backtrack" and 0.0 <= r["stop_rate"] <= r["trigger_rate"] <= 1.0
     paired = sorted(m / p for m, p in zip(r["monitor_s"], r["plain_s"], strict=True))
     assert r["defence_monitor_time_ratio"] == paired[1]  # the median of the paired ratios
     assert r["machine"]["cores"] >= 1 and r["prompts"] == 4

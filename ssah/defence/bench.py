@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         "candidate": choice.candidate,
         "layers": probe.layers,
         "trigger_rate": ran.stats.triggered / max(1, ran.stats.answers),
+        "stop_rate": ran.stats.stopped / max(1, ran.stats.answers),  # answers ended by a refusal
         "plain_s": plain,
         "monitor_s": monitored,
         "action_s": acting,

@@ -35,6 +35,7 @@ from ssah.eval.generation import (
     _finish,
     _left_pad,
     batches,
+    current_label,
     generation_config,
     stop_ids,
 )
@@ -62,6 +63,9 @@ class RowInfo:
     second_at: int | None = None  # steer_stop: step of the second drift
 
 
+STOPPED = ("stop", "backtrack+stop", "steer+stop")  # RowInfo.action of an answer that was stopped
+
+
 @dataclass
 class Stats:
     answers: int = 0
@@ -72,6 +76,9 @@ class Stats:
     tokens: int = 0
     seconds: float = 0.0
     rows: list[RowInfo] = field(default_factory=list)
+    # label of what was generated (eval.generation.labelled: a suite, benign, utility) ->
+    # [answers, triggered, stopped]: which prompts the monitor fires on, not only how often
+    by_label: dict[str, list[int]] = field(default_factory=dict)
 
 
 class DefendedGenerator:
@@ -247,9 +254,13 @@ class DefendedGenerator:
         st = self.stats
         st.answers += len(infos)
         st.seconds += seconds
+        label = st.by_label.setdefault(current_label(), [0, 0, 0]) if current_label() else None
         for f in infos:
-            st.triggered += f.triggered_at is not None
-            st.stopped += f.action in ("stop", "backtrack+stop", "steer+stop")
+            fired, stopped = f.triggered_at is not None, f.action in STOPPED
+            st.triggered += fired
+            st.stopped += stopped
+            if label is not None:
+                label[0], label[1], label[2] = label[0] + 1, label[1] + fired, label[2] + stopped
             st.backtracked += f.action.startswith("backtrack")
             st.steered += f.action.startswith("steer")
             st.tokens += f.tokens
@@ -268,4 +279,13 @@ class DefendedGenerator:
             f"{prefix}/steer_rate": st.steered / n,
             f"{prefix}/tokens_per_answer": st.tokens / n,
             f"{prefix}/generate_s": st.seconds,
+            **{
+                f"{prefix}/{what}/{label}": v
+                for label, (k, fired, stopped) in sorted(st.by_label.items())
+                for what, v in (
+                    ("answers", float(k)),
+                    ("trigger_rate", fired / max(k, 1)),
+                    ("stop_rate", stopped / max(k, 1)),
+                )
+            },
         }

@@ -207,6 +207,25 @@ def routed(model: PreTrainedModel, fn: RouteFn) -> Iterator[None]:
         _ROUTE.reset(token)
 
 
+# What is being generated (an attack suite, `benign`, `utility`), for whoever routes the
+# generations: a defence counts its triggers per label (defence/trigger_rate/<label>).
+_LABEL: ContextVar[str] = ContextVar("ssah_generation_label", default="")
+
+
+@contextmanager
+def labelled(label: str) -> Iterator[None]:
+    """While open, generations are counted under `label` (see `current_label`)."""
+    token = _LABEL.set(label)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
+
+
+def current_label() -> str:
+    return _LABEL.get()
+
+
 def batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Row indices of each batch `generate_ids` runs: longest first (OOM early), stable."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])

@@ -38,7 +38,7 @@ from ssah.errors import SsahError
 from ssah.eval.attacks import KINDS as REWRITES
 from ssah.eval.attacks import paired_metrics, rewrite_suites
 from ssah.eval.datasets import load_prompt_set
-from ssah.eval.generation import prompt_ids
+from ssah.eval.generation import labelled, prompt_ids
 from ssah.eval.generators import Generator, make_generator
 from ssah.eval.judges import Judge, KeywordJudge, Verdicts, build_judges
 from ssah.eval.verdicts import asr_averages, asr_rates
@@ -207,13 +207,14 @@ def evaluate_model(
             rows = [prompt_ids(tokenizer, p, sp) for p in s.prompts]
             if s.prefill_ids is not None:
                 rows = [r + pre for r, pre in zip(rows, s.prefill_ids, strict=True)]
-            texts = gen(rows)
+            key = s.name + MODE_SUFFIX[mode]
+            with labelled(key):
+                texts = gen(rows)
             pre_txt = (
                 [tokenizer.decode(p, skip_special_tokens=True) for p in s.prefill_ids]
                 if s.prefill_ids is not None
                 else [""] * len(texts)
             )
-            key = s.name + MODE_SUFFIX[mode]
             verdicts: dict[str, Verdicts] = {
                 n: j.judge_prefilled(s.behaviors, texts, pre_txt) for n, j in judges.items()
             }
@@ -258,7 +259,8 @@ def evaluate_model(
     if ecfg.get("utility"):
         from ssah.eval.utility import run_utility
 
-        um, urecs = run_utility(model, tokenizer, ecfg["utility"], gen, sys_prompt)
+        with labelled("utility"):
+            um, urecs = run_utility(model, tokenizer, ecfg["utility"], gen, sys_prompt)
         metrics.update(um)
         records.extend(urecs)
     from ssah.eval.intervals import add_intervals  # n and Wilson 95% beside every rate
@@ -282,7 +284,8 @@ def _over_refusal(
     out = {}
     for mode in modes:
         sp = sys_prompt if mode == "sys" else None
-        texts = gen([prompt_ids(tok, r["prompt"], sp) for r in rows])
+        with labelled(f"benign{MODE_SUFFIX[mode]}"):
+            texts = gen([prompt_ids(tok, r["prompt"], sp) for r in rows])
         refused = [judge.is_refusal(t) for t in texts]
         key = f"safety/over_refusal{MODE_SUFFIX[mode]}"
         out[key] = _mean(refused)

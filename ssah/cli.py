@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from ssah.config import null_groups
 from ssah.errors import SsahError
 from ssah.io import CONF_DIR
 from ssah.quiet import silence_third_party
@@ -87,7 +88,15 @@ def stage(config_name: str) -> Callable[[Callable[[DictConfig], Any]], Callable[
             pin_multirun_job(f"ssah.{config_name}")  # a DDP job in a sweep stays in its job dir
             return door(config_name, cfg, run_dir(), fn)
 
-        return main
+        @functools.wraps(fn)
+        def entry() -> Any:
+            try:
+                null_groups(sys.argv[1:])  # before Hydra, which answers it with a traceback
+            except SsahError as e:
+                fail(str(e))
+            return main()
+
+        return entry
 
     return deco
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from hydra import compose as hydra_compose
@@ -13,11 +14,27 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ssah.errors import SsahError
 from ssah.resolvers import CONF_DIR, register_resolvers
+
+
+def null_groups(overrides: Sequence[str]) -> None:
+    """`logger=null` names a config group (conf/logger/) with no option: Hydra ends it in a
+    traceback. One line instead, with the two ways out."""
+    for o in overrides:
+        key, eq, value = str(o).partition("=")
+        group = Path(CONF_DIR) / key
+        if eq and value == "null" and not key.startswith(("+", "~", "-")) and group.is_dir():
+            options = sorted(f.stem for f in group.glob("*.yaml") if not f.stem.startswith("_"))
+            raise SsahError(
+                f"{key}=null: {key} is a config group, which cannot be set to null; drop it with "
+                f"~{key}, or choose one of {options}."
+            )
 
 
 def compose(stage: str, overrides: Sequence[str] = ()) -> DictConfig:
     """conf/<stage>.yaml with `overrides`; `${hydra:...}` interpolations resolve as in a run."""
+    null_groups(overrides)
     register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3", job_name=stage):

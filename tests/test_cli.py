@@ -29,6 +29,20 @@ def test_unknown_task_names_the_value(stage_runner):
     _assert_clean_failure(proc, "does_not_exist")
 
 
+def test_a_config_group_set_to_null_is_one_line_with_the_way_out(stage_runner) -> None:
+    """`logger=null` (Hydra: a traceback) names the group, `~logger` and the options; the same
+    from compose (a plan's rows), and `~logger` runs without a logger."""
+    from ssah.config import compose
+    from ssah.errors import SsahError
+
+    proc = stage_runner("evaluate", "logger=null")
+    _assert_clean_failure(proc, "error: logger=null: logger is a config group", "~logger")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(SsahError, match=r"eval/judges=null: .* drop it with ~eval/judges"):
+        compose("evaluate", ["eval/judges=null"])
+    assert compose("evaluate", ["~logger"]).get("logger") is None
+
+
 def test_bad_optim_value_names_the_key(stage_runner, tiny_toy):
     proc = stage_runner("train", "toy=tiny", "optim.lr=-1")
     _assert_clean_failure(proc, "optim.lr")

@@ -41,7 +41,7 @@ from ssah.schema import validate
 from ssah.tables import Column
 from ssah.worlds.ensure import world_module
 
-UNKEYED_OVERRIDES = ("logger", "++sweep_name", "threads", "checkpoint.")
+UNKEYED_OVERRIDES = ("logger", "~logger", "++sweep_name", "threads", "checkpoint.")
 
 
 @dataclass
@@ -95,7 +95,7 @@ def _plan_values(cfg: DictConfig, wplan: WorldPlan) -> dict[str, Any]:
 def _logger(cfg: DictConfig, wplan: WorldPlan, stage: str, group: str) -> list[str]:
     name = cfg.get("stage_logger") or wplan.logger
     if not name or stage == "score":
-        return ["logger=null"] if stage not in ("score", "transfer") else []
+        return ["~logger"] if stage not in ("score", "transfer") else []
     return [f"logger={name}", f"++sweep_name={group}"]
 
 

@@ -77,7 +77,7 @@ class Stats:
     seconds: float = 0.0
     rows: list[RowInfo] = field(default_factory=list)
     # label of what was generated (eval.generation.labelled: a suite, benign, utility) ->
-    # [answers, triggered, stopped]: which prompts the monitor fires on, not only how often
+    # [answers, triggered, stopped]: what the monitor fires on, not only how often
     by_label: dict[str, list[int]] = field(default_factory=dict)
 
 

@@ -49,6 +49,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict[str, float]:
         del source
         res = evaluate_model(model, tok, cfg.eval, model_path=mcfg.name_or_path, plan=plan)
     res.metrics.update(defence.metrics(res.metrics))  # defence/<...>: contract 6
+    defence.annotate(res.records)  # defence/triggered per prompt (outcomes.jsonl keeps it)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_records(res.records, out_dir)
     png = plot_prefill_curve(res.prefill_curve, out_dir / "prefill_depth.png")

@@ -563,12 +563,13 @@ def test_evaluate_stage_with_defence_writes_the_same_keys_plus_defence(
         "eval.utility.mc.tasks.toy_answers.from_answers.data.limit=8",
         "eval.validation.harmful.limit=8", "eval.validation.benign.limit=8",
     ]  # fmt: skip
-    keys = {}
+    keys, metrics = {}, {}
     for name, extra in (("none", []), ("reevaluate", ["defence.calibration.max_new_tokens=6"])):
         run = tmp_path / name
         p = stage_runner("evaluate", *small, *extra, f"defence={name}", f"hydra.run.dir={run}")
         assert p.returncode == 0, p.stderr[-2000:]
-        keys[name] = set(json.loads((run / "metrics.json").read_text()))
+        metrics[name] = json.loads((run / "metrics.json").read_text())
+        keys[name] = set(metrics[name])
     plain = {k for k in keys["none"] if not k.startswith("time/")}
     assert not any(k.startswith("defence/") for k in keys["none"])
     assert plain <= keys["reevaluate"]
@@ -584,6 +585,20 @@ def test_evaluate_stage_with_defence_writes_the_same_keys_plus_defence(
     benign = {k.split("/")[1].replace("over_refusal", "benign") for k in plain
               if k.startswith("safety/over_refusal")}  # fmt: skip
     assert labels == suites | benign | {"utility"}  # every generation, by what it generated
+    # per prompt: each attack and over-refusal record says whether the monitor fired on it, and
+    # a suite's flags average to its trigger rate (outcomes.jsonl keeps them beside the verdicts)
+    from ssah.results import RECORDS, outcomes_of, read_jsonl
+
+    records = read_jsonl(tmp_path / "reevaluate" / RECORDS)
+    flagged = [r for r in records if r["kind"] in ("attack", "over_refusal")]
+    assert flagged and all(isinstance(r.get("defence/triggered"), bool) for r in flagged)
+    for label in labels - {"utility"}:
+        mine = [r["defence/triggered"] for r in flagged if r["suite"] == label]
+        assert sum(mine) / len(mine) == pytest.approx(
+            metrics["reevaluate"][f"defence/trigger_rate/{label}"]
+        )
+    assert all("defence/triggered" in o for o in outcomes_of(flagged))
+    assert not any("defence/triggered" in r for r in read_jsonl(tmp_path / "none" / RECORDS))
 
 
 def test_calibration_reads_the_source_model_not_the_defended_one(

@@ -16,6 +16,7 @@ so every eval suite, over-refusal and utility generation is defended alike; `non
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -38,6 +39,20 @@ class Session:
         if self.generator is None:
             return {}
         return {**self.extra, **self.generator.metrics(), **recovery(observed or {})}
+
+    def annotate(self, records: list[dict[str, Any]]) -> None:
+        """`defence/triggered` on each record of a suite whose answers the generator counted
+        under that label (`eval.generation.labelled`), by its prompt_id: which prompts the
+        monitor fired on, joined to the judges' verdicts in outcomes.jsonl. A suite generated
+        more than once under one label (its count differs) is left as it is."""
+        if self.generator is None:
+            return
+        fired = {k: [f for f, _ in v] for k, v in self.generator.stats.by_label.items()}
+        count = Counter(str(r.get("suite")) for r in records)
+        for r in records:
+            flags, i = fired.get(str(r.get("suite"))), r.get("prompt_id")
+            if flags is not None and len(flags) == count[str(r["suite"])] and isinstance(i, int):
+                r["defence/triggered"] = flags[i]
 
 
 def recovery(metrics: Mapping[str, Any]) -> dict[str, float]:

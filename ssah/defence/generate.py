@@ -77,8 +77,8 @@ class Stats:
     seconds: float = 0.0
     rows: list[RowInfo] = field(default_factory=list)
     # label of what was generated (eval.generation.labelled: a suite, benign, utility) ->
-    # [answers, triggered, stopped]: what the monitor fires on, not only how often
-    by_label: dict[str, list[int]] = field(default_factory=dict)
+    # (triggered, stopped) of each answer in prompt order: what the monitor fires on, per prompt
+    by_label: dict[str, list[tuple[bool, bool]]] = field(default_factory=dict)
 
 
 class DefendedGenerator:
@@ -254,13 +254,13 @@ class DefendedGenerator:
         st = self.stats
         st.answers += len(infos)
         st.seconds += seconds
-        label = st.by_label.setdefault(current_label(), [0, 0, 0]) if current_label() else None
+        label = st.by_label.setdefault(current_label(), []) if current_label() else None
         for f in infos:
             fired, stopped = f.triggered_at is not None, f.action in STOPPED
             st.triggered += fired
             st.stopped += stopped
             if label is not None:
-                label[0], label[1], label[2] = label[0] + 1, label[1] + fired, label[2] + stopped
+                label.append((fired, stopped))
             st.backtracked += f.action.startswith("backtrack")
             st.steered += f.action.startswith("steer")
             st.tokens += f.tokens
@@ -281,11 +281,11 @@ class DefendedGenerator:
             f"{prefix}/generate_s": st.seconds,
             **{
                 f"{prefix}/{what}/{label}": v
-                for label, (k, fired, stopped) in sorted(st.by_label.items())
+                for label, rows in sorted(st.by_label.items())
                 for what, v in (
-                    ("answers", float(k)),
-                    ("trigger_rate", fired / max(k, 1)),
-                    ("stop_rate", stopped / max(k, 1)),
+                    ("answers", float(len(rows))),
+                    ("trigger_rate", sum(f for f, _ in rows) / max(len(rows), 1)),
+                    ("stop_rate", sum(s for _, s in rows) / max(len(rows), 1)),
                 )
             },
         }

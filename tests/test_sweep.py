@@ -252,7 +252,7 @@ def test_stopped_sweep_stops_its_jobs_and_resumes(tiny_toy, outputs_dir, tmp_pat
         "-m",
         "toy=tiny",
         "evaluate=false",
-        "trainer.max_steps=40",
+        "trainer.max_steps=100",
         "checkpoint.every_n_steps=1",
         "seed=0,1",
         "+skip_completed=true",
@@ -271,10 +271,18 @@ def test_stopped_sweep_stops_its_jobs_and_resumes(tiny_toy, outputs_dir, tmp_pat
         text=True,
     )
     jobs = [sweep / str(i) for i in range(2)]
+
+    def mid_run() -> bool:
+        """Every job started (a checkpoint, or done and its checkpoint dropped) and one is still
+        running with a checkpoint: under load one job may finish before the other starts."""
+        ckpt = [(j / "checkpoints" / "last.ckpt").exists() for j in jobs]
+        done = [(j / "metrics.json").exists() for j in jobs]
+        return all(c or d for c, d in zip(ckpt, done, strict=True)) and any(
+            c and not d for c, d in zip(ckpt, done, strict=True)
+        )
+
     deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if all((j / "checkpoints" / "last.ckpt").exists() for j in jobs):
-            break
+    while time.time() < deadline and proc.poll() is None and not mid_run():
         time.sleep(0.1)
     assert proc.poll() is None, proc.stderr.read()[-3000:] if proc.stderr else ""
     tree = psutil.Process(proc.pid).children(recursive=True)
@@ -304,7 +312,7 @@ def test_stopped_sweep_stops_its_jobs_and_resumes(tiny_toy, outputs_dir, tmp_pat
     assert res.returncode == 0, res.stderr[-3000:]
     for j in jobs:
         metrics = json.loads((j / "metrics.json").read_text())
-        assert metrics["train/steps"] == 40
+        assert metrics["train/steps"] == 100
         if j in finished:
             assert (j / "metrics.json").stat().st_mtime_ns == finished[j]  # not redone
         else:

@@ -254,7 +254,8 @@ class DefendedGenerator:
         st = self.stats
         st.answers += len(infos)
         st.seconds += seconds
-        label = st.by_label.setdefault(current_label(), []) if current_label() else None
+        name = current_label()
+        label = st.by_label.setdefault(name, []) if name else None
         for f in infos:
             fired, stopped = f.triggered_at is not None, f.action in STOPPED
             st.triggered += fired

@@ -65,11 +65,11 @@ def superseded(picked: Mapping[tuple[str, str], Result], plan: Plan) -> dict[tup
     results cannot be checked, and its rows render."""
     out: dict[tuple[str, str], str] = {}
 
-    def why(row: str, inst: str, seen: frozenset[str]) -> str | None:
+    def why(row: str, inst: str) -> str | None:  # the plan's needs have no circles (Plan checks)
         if (row, inst) in out:
             return out[(row, inst)]
         spec = plan.rows.get(row)
-        if spec is None or row in seen:
+        if spec is None:
             return None
         have = {str(o) for o in picked[(row, inst)].meta.get("overrides") or ()}
         for need in spec.needs:
@@ -80,12 +80,12 @@ def superseded(picked: Mapping[tuple[str, str], Result], plan: Plan) -> dict[tup
                     return f"{need} now chooses none"
                 if not set(map(str, choice.get("overrides") or ())) <= have:
                     return f"{need} now chooses {choice['chosen']}"
-            elif (need, inst) in picked and why(need, inst, seen | {row}) is not None:
+            elif (need, inst) in picked and why(need, inst) is not None:
                 return f"it needs {need}, made under an earlier choice"
         return None
 
     for row, inst in sorted(picked):
-        reason = why(row, inst, frozenset())
+        reason = why(row, inst)
         if reason is not None:
             out[(row, inst)] = reason
     return out
